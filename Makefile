@@ -1,0 +1,33 @@
+# Two commands work on a fresh machine: `make detect` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install test test-all detect clean
+
+install: $(STAMP)
+
+# Re-run the install only when the packaging changes; torch pinned to the build on this disk.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[dev]"
+	# lvis 0.5.3 would pull opencv-python next to albumentations' headless build: no deps.
+	$(BIN)/pip install -q --no-deps lvis==0.5.3
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+detect: install
+	$(BIN)/ovdet detect ovdet/assets/scene.png -q "star" -q "red circle" -q "square" --draw out/detect --out out/detect/results.json
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,1 @@
+"""The `ovdet` command line: thin argument parsing over library functions."""

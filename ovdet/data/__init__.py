@@ -1,0 +1,1 @@
+"""Datasets: the procedural ShapeWorld and readers for COCO-format detection data."""

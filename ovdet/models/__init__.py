@@ -1,0 +1,1 @@
+"""Model pieces: vision backbones, text towers, the detection head and the composed Detector."""

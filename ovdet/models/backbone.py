@@ -1,0 +1,38 @@
+"""The one interface every vision tower implements: image batch in, dense features out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DenseFeatures:
+    """Per-cell features of a vision tower; every cell is a candidate region (OWL-ViT)."""
+
+    tokens: torch.Tensor  # [B, h*w, D], row-major over the grid
+    grid: tuple[int, int]  # (h, w)
+
+
+class VisionBackbone(nn.Module):
+    """Base class for CLIP vision towers (ViT from transformers, ResNet from open_clip, ...).
+
+    Subclasses set `width` (D), `stride` (input pixels per grid cell), `default_image_size`
+    (the resolution the tower was trained at), `image_mean` and
+    `image_std` (the tower's normalisation), and implement `forward`.
+    """
+
+    width: int
+    stride: int
+    default_image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+
+    def forward(self, pixel_values: torch.Tensor) -> DenseFeatures:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def grid_size(self, image_size: int) -> tuple[int, int]:
+        """Grid (h, w) produced for a square input of `image_size` pixels."""
+        return image_size // self.stride, image_size // self.stride

@@ -1,0 +1,102 @@
+"""The detection head: per token a box, an objectness logit and an embedding in CLIP's text space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ovdet.boxes import grid_box_bias
+
+# Logit given to padded (absent) queries: sigmoid -> 0, still finite in fp16.
+MASKED_LOGIT = -1e4
+
+
+class MLP(nn.Module):
+    """Linear layers with GELU between them."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.gelu(x)
+        return x
+
+
+class DetectionHead(nn.Module):
+    """OWL-ViT-style head over dense tokens; the vocabulary is an input, never a layer size.
+
+    Args:
+        token_dim: D, width of the backbone tokens.
+        embed_dim: E, width of the text embeddings the regions are compared with.
+        box_layers: depth of the box MLP.
+    """
+
+    def __init__(self, token_dim: int, embed_dim: int, box_layers: int = 3):
+        super().__init__()
+        self.token_dim = token_dim
+        self.embed_dim = embed_dim
+        self.box_mlp = MLP(token_dim, token_dim, 4, box_layers)
+        self.objectness_mlp = MLP(token_dim, token_dim, 1, 2)
+        self.class_proj = nn.Linear(token_dim, embed_dim)
+        self.logit_shift = nn.Linear(token_dim, 1)
+        self.logit_scale = nn.Linear(token_dim, 1)
+        self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Zero last box layer: the untrained prediction is the grid prior (each patch's own box).
+        nn.init.zeros_(self.box_mlp.layers[-1].weight)
+        nn.init.zeros_(self.box_mlp.layers[-1].bias)
+        # Objects are rare among regions: start objectness low, like RetinaNet's prior.
+        nn.init.constant_(self.objectness_mlp.layers[-1].bias, -4.0)
+
+    def box_bias(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        if grid not in self._bias_cache:
+            self._bias_cache[grid] = grid_box_bias(*grid)
+        return self._bias_cache[grid].to(device)  # [h*w, 4]
+
+    def region_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, P, D] -> L2-normalised [B, P, E]; also what image-exemplar queries are made of."""
+        return F.normalize(self.class_proj(tokens), dim=-1)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        grid: tuple[int, int],
+        query_embeds: torch.Tensor,
+        query_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Score every region against every query.
+
+        Args:
+            tokens: [B, P, D] dense backbone features, P = h*w.
+            grid: (h, w).
+            query_embeds: [Q, E] shared by the batch, or [B, Q, E] per image; L2-normalised.
+            query_mask: [B, Q] bool, True for real queries (per-image vocabularies are padded).
+        Returns:
+            dict with `pred_boxes` [B, P, 4] cxcywh in 0..1 of the padded input, `logits`
+            [B, P, Q], `objectness` [B, P], `region_embeds` [B, P, E].
+        """
+        boxes = torch.sigmoid(self.box_mlp(tokens) + self.box_bias(grid, tokens.device))  # [B, P, 4]
+        objectness = self.objectness_mlp(tokens).squeeze(-1)  # [B, P]
+        region = self.region_embeddings(tokens)  # [B, P, E]
+        queries = query_embeds.to(region.dtype)
+        if queries.dim() == 2:
+            sim = torch.einsum("bpe,qe->bpq", region, queries)  # [B, P, Q]
+        else:
+            sim = torch.einsum("bpe,bqe->bpq", region, queries)  # [B, P, Q]
+        shift = self.logit_shift(tokens)  # [B, P, 1]
+        scale = F.elu(self.logit_scale(tokens)) + 1  # [B, P, 1], positive
+        logits = (sim + shift) * scale  # [B, P, Q]
+        if query_mask is not None:
+            logits = logits.masked_fill(~query_mask[:, None, :], MASKED_LOGIT)
+        out = {"pred_boxes": boxes, "logits": logits, "objectness": objectness, "region_embeds": region}
+        if query_mask is not None:
+            out["query_mask"] = query_mask
+        return out

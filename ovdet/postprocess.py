@@ -1,0 +1,76 @@
+"""Model outputs -> detections in original pixels: threshold, top-k, NMS, rescale."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms, box_convert, nms, remove_small_boxes
+
+from ovdet.boxes import normalized_to_pixels
+
+
+class PostProcess:
+    """Turn `logits` and `pred_boxes` into per-image `{"boxes", "scores", "labels"}`.
+
+    Every (region, query) pair is a candidate, ranked over all pairs (as OWL-ViT and LVIS do),
+    so one box may carry several queries.
+
+    Args:
+        score_threshold: keep pairs with sigmoid score >= this.
+        nms_threshold: IoU for NMS; None turns NMS off.
+        max_detections: detections kept per image after NMS.
+        topk_candidates: pairs kept before NMS (bounds the NMS cost).
+        class_agnostic: NMS across queries instead of per query.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.1,
+        nms_threshold: float | None = 0.5,
+        max_detections: int = 100,
+        topk_candidates: int = 1000,
+        class_agnostic: bool = False,
+    ):
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score threshold must be in 0..1, got {score_threshold}")
+        if nms_threshold is not None and not 0.0 < nms_threshold <= 1.0:
+            raise ValueError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
+        if max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+        self.topk_candidates = topk_candidates
+        self.class_agnostic = class_agnostic
+
+    @torch.no_grad()
+    def __call__(self, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Args:
+            outputs: `logits` [B, P, Q], `pred_boxes` [B, P, 4] cxcywh in 0..1 of the padded square.
+            sizes: B original (width, height).
+        Returns:
+            B dicts: `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] query index.
+        """
+        scores = outputs["logits"].float().sigmoid()  # [B, P, Q]
+        boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy")  # [B, P, 4]
+        return [self._one(s, b, size) for s, b, size in zip(scores, boxes, sizes)]
+
+    def _one(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        num_queries = scores.shape[1]
+        flat = scores.flatten()  # [P*Q]
+        keep = torch.nonzero(flat >= self.score_threshold).squeeze(1)
+        if keep.numel() > self.topk_candidates:
+            keep = keep[flat[keep].topk(self.topk_candidates).indices]
+        region, label = keep // num_queries, keep % num_queries
+        det_scores, det_boxes = flat[keep], normalized_to_pixels(boxes[region].clone(), *size)
+        # Boxes that fall wholly in the padding collapse to zero area when clipped: drop them.
+        inside = remove_small_boxes(det_boxes, 0.5)
+        det_scores, det_boxes, label = det_scores[inside], det_boxes[inside], label[inside]
+        if self.nms_threshold is not None and keep.numel():
+            if self.class_agnostic:
+                kept = nms(det_boxes, det_scores, self.nms_threshold)
+            else:
+                kept = batched_nms(det_boxes, det_scores, label, self.nms_threshold)
+        else:
+            kept = det_scores.argsort(descending=True)
+        kept = kept[: self.max_detections]
+        return {"boxes": det_boxes[kept].cpu(), "scores": det_scores[kept].cpu(), "labels": label[kept].cpu()}

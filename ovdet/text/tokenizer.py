@@ -1,0 +1,62 @@
+"""The OpenAI CLIP BPE tokenizer, built offline from the vocabulary that ships in open_clip_torch.
+
+`transformers` wants `vocab.json` + `merges.txt`, normally fetched from a hub; the same BPE
+table lies inside the `open_clip_torch` wheel (`bpe_simple_vocab_16e6.txt.gz`), so the
+tokenizer is derived from it and never downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from pathlib import Path
+
+# OpenAI CLIP: 49152 - 256 - 2 merges after the header line, then 512 byte tokens and 2 specials.
+_NUM_MERGES = 49152 - 256 - 2
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+CONTEXT_LENGTH = 77
+
+
+def bpe_path() -> Path:
+    """Path of the BPE merges file inside the installed open_clip package."""
+    import open_clip.tokenizer as oct
+
+    return Path(oct.default_bpe())
+
+
+@lru_cache(maxsize=1)
+def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
+    """The CLIP vocabulary (token -> id, 49408 entries) and merge list, as `transformers` expects."""
+    from open_clip.tokenizer import bytes_to_unicode
+
+    lines = gzip.open(bpe_path()).read().decode("utf-8").split("\n")
+    merges = lines[1 : _NUM_MERGES + 1]
+    byte_tokens = list(bytes_to_unicode().values())
+    tokens = byte_tokens + [t + "</w>" for t in byte_tokens]
+    tokens += ["".join(m.split()) for m in merges]
+    tokens += [BOS_TOKEN, EOS_TOKEN]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+@lru_cache(maxsize=1)
+def clip_tokenizer():
+    """A `transformers` CLIPTokenizer with OpenAI's vocabulary, built without any download."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocab_and_merges()
+    # transformers 5 ignores vocab_file=/merges_file=; pass the tables themselves.
+    return CLIPTokenizer(
+        vocab=dict(vocab),
+        merges=[tuple(m.split()) for m in merges],
+        unk_token=EOS_TOKEN,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+        model_max_length=CONTEXT_LENGTH,
+    )
+
+
+def save_vocab_files(folder: str | Path) -> None:
+    """Write `vocab.json` and `merges.txt` so a saved CLIP folder carries its own tokenizer."""
+    clip_tokenizer().save_pretrained(str(folder))

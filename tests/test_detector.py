@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovdet.errors import ImageLoadError, ModelNotAvailableError
+from ovdet.models.detector import Detector
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_clip_dir):
+    torch.manual_seed(0)
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64)
+    # Perturb the trained parts so that a reload that silently re-initialised them would differ.
+    with torch.no_grad():
+        for p in det.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return det
+
+
+def test_output_contract(detector):
+    x = torch.randn(2, 3, 64, 64)
+    q = detector.encode_queries(["a", "b", "c"])
+    out = detector(x, q)
+    assert out["pred_boxes"].shape == (2, 64, 4) and out["logits"].shape == (2, 64, 3)
+    assert out["objectness"].shape == (2, 64) and out["region_embeds"].shape[:2] == (2, 64)
+    assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
+
+
+def test_save_and_reload_gives_identical_outputs(detector, tmp_path):
+    path = detector.save_pretrained(tmp_path / "model")
+    assert {"config.json", "model.safetensors", "clip"} <= {p.name for p in path.iterdir()}
+    assert json.loads((path / "config.json").read_text())["model_type"] == "ovdet"
+    reloaded = Detector.from_pretrained(path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = detector.eval()(x, detector.encode_queries(["red circle", "star"]))
+        b = reloaded(x, reloaded.encode_queries(["red circle", "star"]))
+    for key in ("pred_boxes", "logits", "objectness", "region_embeds"):
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_detect_accepts_paths_pil_and_arrays(detector, tmp_path):
+    array = np.random.default_rng(0).integers(0, 255, (40, 90, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "im.png")
+    results = detector.detect([tmp_path / "im.png", Image.fromarray(array), array], ["x", "y"], threshold=0.0)
+    assert len(results) == 3
+    assert [d.to_dict() for d in results[0]] == [d.to_dict() for d in results[1]] == [d.to_dict() for d in results[2]]
+    for det in results[0]:
+        x0, y0, x1, y1 = det.box
+        assert 0 <= x0 <= x1 <= 90 and 0 <= y0 <= y1 <= 40
+        assert det.query == ["x", "y"][det.label]
+
+
+def test_logit_template_mode_runs(detector):
+    res = detector.detect(np.zeros((32, 32, 3), np.uint8), ["x"], threshold=0.0, templates="clip7", template_mode="logit")
+    assert len(res) == 1
+    with pytest.raises(ValueError, match="template_mode"):
+        detector.detect(np.zeros((32, 32, 3), np.uint8), ["x"], template_mode="both")
+
+
+def test_bad_inputs(detector, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageLoadError, match="0 bytes"):
+        detector.detect(empty, ["x"])
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    with pytest.raises(ImageLoadError, match="cannot be decoded"):
+        detector.detect(tmp_path / "junk.jpg", ["x"])
+    with pytest.raises(ImageLoadError, match="shape"):
+        detector.detect(np.zeros((4, 4, 5), np.uint8), ["x"])
+    with pytest.raises(ValueError, match="empty"):
+        detector.detect(np.zeros((8, 8, 3), np.uint8), [])
+
+
+def test_image_size_must_fit_stride(tiny_clip_dir):
+    with pytest.raises(ValueError, match="multiple"):
+        Detector.from_clip(str(tiny_clip_dir), image_size=60)
+
+
+def test_missing_hub_model_is_one_clear_error():
+    with pytest.raises(ModelNotAvailableError, match="not available offline"):
+        Detector.from_pretrained("openai/clip-vit-base-patch32-not-cached")

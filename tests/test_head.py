@@ -1,0 +1,29 @@
+import torch
+
+from ovdet.models.head import MASKED_LOGIT, DetectionHead
+
+
+def test_head_shapes_and_vocabulary_is_an_input():
+    head = DetectionHead(token_dim=16, embed_dim=8)
+    tokens = torch.randn(2, 12, 16)
+    for q in (1, 7, 40):  # any vocabulary size, same weights
+        out = head(tokens, (3, 4), torch.nn.functional.normalize(torch.randn(q, 8), dim=-1))
+        assert out["logits"].shape == (2, 12, q)
+        assert out["pred_boxes"].shape == (2, 12, 4)
+        assert out["objectness"].shape == (2, 12)
+        assert out["region_embeds"].shape == (2, 12, 8)
+    assert torch.allclose(out["region_embeds"].norm(dim=-1), torch.ones(2, 12), atol=1e-5)
+
+
+def test_per_image_queries_with_padding_mask():
+    torch.manual_seed(0)
+    head = DetectionHead(token_dim=16, embed_dim=8)
+    tokens = torch.randn(2, 6, 16)
+    queries = torch.randn(2, 3, 8)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    out = head(tokens, (2, 3), queries, mask)
+    assert (out["logits"][0, :, 2] == MASKED_LOGIT).all()
+    # A shared [Q, E] vocabulary gives the same logits as the same vocabulary per image.
+    shared = head(tokens, (2, 3), queries[1])["logits"]
+    per_image = head(tokens, (2, 3), queries[1].expand(2, -1, -1))["logits"]
+    assert torch.allclose(shared, per_image, atol=1e-6)
