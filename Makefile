@@ -26,8 +26,16 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q
 
+SCENE := ovdet/assets/scene.png
+DEFAULT_MODEL := ovdet/assets/default_model
+
+# Detect a novel shape ("star"), an attribute phrase and a base shape in the bundled scene.
+# Until the embedded model ships, an untrained plumbing model stands in (and says so).
 detect: install
-	$(BIN)/ovdet detect ovdet/assets/scene.png -q "star" -q "red circle" -q "square" --draw out/detect --out out/detect/results.json
+	@if [ -f $(DEFAULT_MODEL)/config.json ]; then model=""; else \
+	  test -f out/plumbing-model/config.json || $(BIN)/python tools/make_random_model.py out/plumbing-model; \
+	  model="--model out/plumbing-model"; fi; \
+	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --draw out/detect --out out/detect/results.json
 
 clean:
 	rm -rf $(VENV) out

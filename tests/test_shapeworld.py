@@ -85,6 +85,11 @@ def test_boxes_are_tight_around_each_objects_visible_pixels(seed):
         x0, y0, x1, y1 = _box_of(alone[i] >= DRAWN)  # occlusion only ever shrinks the box
         assert x0 <= obj.box_xyxy[0] and y0 <= obj.box_xyxy[1] and obj.box_xyxy[2] <= x1 and obj.box_xyxy[3] <= y1
         assert obj.visible >= SceneConfig().min_visible - 1e-3
+        shown = alone[i].copy()  # what of object i was visible when each later object was drawn
+        for j in range(i + 1, len(alone)):  # an object never lands on a visible one of its own colour
+            if scene.objects[j].color == obj.color:
+                assert not (shown * alone[j]).any(), (obj, scene.objects[j])
+            shown *= 1.0 - alone[j]
         inside = visible > 0.999  # fully covered, unhidden pixels show the object's own colour
         if inside.sum() >= 4:
             assert np.abs(pixels[inside] - np.array(obj.rgb)).mean() < 5.0, obj
@@ -197,6 +202,18 @@ def test_cli_writes_images_instances_and_captions(tmp_path):
 def test_cli_bad_values_raise_value_error(tmp_path, argv, message):
     with pytest.raises(ValueError, match=message):
         _cli(["--out", str(tmp_path / "x"), *argv])
+
+
+def test_cli_defaults_are_the_scene_config_defaults():
+    from ovdet.cli import shapeworld
+
+    parser = argparse.ArgumentParser()
+    shapeworld.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["shapeworld", "--out", "x", "--num-images", "1"])
+    default = SceneConfig()
+    assert (args.min_size, args.max_size, args.min_aspect) == (default.min_size, default.max_size, default.min_aspect)
+    assert (args.min_objects, args.max_objects) == (default.min_objects, default.max_objects)
+    assert (args.min_visible, args.distractors) == (default.min_visible, default.max_distractors)
 
 
 def test_output_path_that_is_a_file_is_rejected(tmp_path):

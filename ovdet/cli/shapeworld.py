@@ -29,16 +29,17 @@ def add_parser(sub) -> None:
                    help="'base': box base shapes only, novel ones stay unannotated in the pixels (training)")
     p.add_argument("--min-size", type=int, default=160, metavar="PX", help="smallest long image side")
     p.add_argument("--max-size", type=int, default=320, metavar="PX", help="largest long image side")
-    p.add_argument("--min-aspect", type=float, default=0.6, help="smallest short/long side ratio")
-    p.add_argument("--min-objects", type=int, default=1, help="fewest shapes tried per image")
-    p.add_argument("--max-objects", type=int, default=8, help="most shapes per image")
-    p.add_argument("--min-visible", type=float, default=0.7,
+    p.add_argument("--min-aspect", type=float, default=0.6, metavar="RATIO", help="smallest short/long side ratio")
+    p.add_argument("--min-objects", type=int, default=1, metavar="N", help="fewest shapes tried per image")
+    p.add_argument("--max-objects", type=int, default=8, metavar="N", help="most shapes per image")
+    p.add_argument("--min-visible", type=float, default=0.7, metavar="FRAC",
                    help="fraction of every shape that must stay unoccluded (placements hiding more are retried)")
     p.add_argument("--distractors", type=int, default=8, metavar="N", help="most distractor strokes per background")
-    p.add_argument("--captions", type=int, default=5, metavar="N", help="captions per image (the first names every shape)")
+    p.add_argument("--captions", type=int, default=5, metavar="N",
+                   help="captions per image (the first names every shape)")
     p.add_argument("--crops", type=int, default=0, metavar="N",
                    help="also write up to N single-object crops per image with short phrases (CLIP pretraining)")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: render in this process)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="worker processes (0: render in this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -75,4 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in --help, and the examples kept as written."""
+    """Defaults shown in --help (not for required options), and the examples kept as written."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)

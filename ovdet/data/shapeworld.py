@@ -133,14 +133,23 @@ class Scene:
     objects: tuple[ShapeObject, ...] = field(default_factory=tuple)  # drawing order, back to front
 
 
+@dataclass
+class _Placed:
+    """Bookkeeping while a scene is drawn: how much of an object later objects left visible."""
+
+    obj: ShapeObject
+    total: float  # the object's own coverage, summed over pixels
+    visible: np.ndarray  # [H, W] its coverage times (1 - coverage) of every later object
+    left: float  # visible.sum(), kept up to date so placement checks only touch the overlap
+
+
 def render_scene(seed: int | Sequence[int], config: SceneConfig = SceneConfig()) -> tuple[Image.Image, Scene]:
     """Draw one scene; the same seed always gives the same pixels and the same Scene."""
     rng = np.random.default_rng(_check_seed(seed))
     width, height = _image_size(rng, config)
-    background = _background(rng, width, height, config.max_distractors)
+    background, bg_colors = _background(rng, width, height, config.max_distractors)
     canvas = np.asarray(background, dtype=np.float32).copy()  # [H, W, 3]
-    bg_colors = np.array([background.getpixel((0, 0)), background.getpixel((width - 1, height - 1))], np.float32)
-    placed = []  # (object, its total coverage, [H, W] what is still visible of it, [sum of that])
+    placed: list[_Placed] = []
     for _ in range(int(rng.integers(config.min_objects, config.max_objects + 1))):
         draft = _sample_object(rng, width, height, config, bg_colors)
         spot = _place(rng, draft, placed, width, height, config.min_visible)
@@ -150,17 +159,16 @@ def render_scene(seed: int | Sequence[int], config: SceneConfig = SceneConfig())
         n = alpha.shape[0]
         region = canvas[y0 : y0 + n, x0 : x0 + n]  # [n, n, 3]
         region += (np.array(draft.rgb, np.float32) - region) * alpha[..., None]
-        for _, _, visible, left in placed:
-            left[0] -= float((visible[y0 : y0 + n, x0 : x0 + n] * alpha).sum())
-            visible[y0 : y0 + n, x0 : x0 + n] *= 1.0 - alpha
+        for earlier in placed:
+            window = earlier.visible[y0 : y0 + n, x0 : x0 + n]  # [n, n]
+            earlier.left -= float((window * alpha).sum())
+            window *= 1.0 - alpha
         full = np.zeros((height, width), np.float32)
         full[y0 : y0 + n, x0 : x0 + n] = alpha
-        total = float(alpha.sum())
-        placed.append((_moved(draft, x0, y0), total, full, [total]))
+        placed.append(_Placed(_moved(draft, x0, y0), float(alpha.sum()), full, float(alpha.sum())))
     canvas += rng.uniform(0.0, 3.0) * rng.standard_normal(canvas.shape, dtype=np.float32)
     image = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
-    objects = tuple(_finish(obj, total, visible) for obj, total, visible, _ in placed)
-    return image, Scene(width=width, height=height, objects=objects)
+    return image, Scene(width=width, height=height, objects=tuple(_finish(p) for p in placed))
 
 
 def object_alone(obj: ShapeObject, width: int, height: int) -> np.ndarray:
@@ -189,8 +197,13 @@ def _image_size(rng: np.random.Generator, config: SceneConfig) -> tuple[int, int
     return (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
 
 
-def _background(rng: np.random.Generator, width: int, height: int, max_distractors: int) -> Image.Image:
-    """A muted gradient with low-frequency texture, pixel noise and thin distractor strokes."""
+def _background(
+    rng: np.random.Generator, width: int, height: int, max_distractors: int
+) -> tuple[Image.Image, np.ndarray]:
+    """A muted gradient with low-frequency texture, pixel noise and thin distractor strokes.
+
+    Returns the image and the gradient's two end colours [2, 3] (objects keep contrast with both).
+    """
     hue, sat, val = rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.3, 0.85)
     ends = [colorsys.hsv_to_rgb(hue, sat, val), colorsys.hsv_to_rgb((hue + rng.uniform(-0.06, 0.06)) % 1, sat, val)]
     ends[1] = tuple(min(1.0, c * rng.uniform(0.8, 1.2)) for c in ends[1])
@@ -215,7 +228,7 @@ def _background(rng: np.random.Generator, width: int, height: int, max_distracto
             draw.arc(box, *sorted(rng.uniform(0, 360, 2)), fill=color, width=int(rng.integers(1, 3)))
         else:
             draw.line(points, fill=color, width=int(rng.integers(1, 3)))
-    return image
+    return image, np.stack([start, stop])
 
 
 def _sample_object(
@@ -240,7 +253,7 @@ def _sample_object(
         color=color,
         size=size_word(2 * radius, short),
         style=STYLES[rng.integers(len(STYLES))],
-        center_xy=(radius + 1 + offset[0], radius + 1 + offset[1]),  # crop origin (0, 0)
+        center_xy=(radius + 1 + float(offset[0]), radius + 1 + float(offset[1])),  # crop origin (0, 0)
         radius=radius,
         angle_deg=round(float(rng.uniform(-turn, turn)), 1),
         rgb=tuple(int(v) for v in np.clip(np.array(COLORS[color]) + jitter, 0, 255)),
@@ -250,22 +263,26 @@ def _sample_object(
 def _place(
     rng: np.random.Generator,
     obj: ShapeObject,
-    placed: list[tuple[ShapeObject, float, np.ndarray, list[float]]],
+    placed: list[_Placed],
     width: int,
     height: int,
     min_visible: float,
     tries: int = 12,
 ) -> tuple[np.ndarray, int, int] | None:
-    """Try random positions until every earlier object keeps `min_visible` of itself; None if none does."""
+    """Try random positions until every earlier object keeps `min_visible` of itself; None if none does.
+
+    Objects of the same colour never touch: overlapping, they would read as one blob.
+    """
     alpha, _, _ = shape_alpha(obj.shape, obj.style, obj.center_xy, obj.radius, obj.angle_deg)
     n = alpha.shape[0]
     if n > width or n > height:
         return None
     for _ in range(tries):
         x0, y0 = int(rng.integers(0, width - n + 1)), int(rng.integers(0, height - n + 1))
+        hidden = [float((p.visible[y0 : y0 + n, x0 : x0 + n] * alpha).sum()) for p in placed]
         if all(
-            left[0] - float((visible[y0 : y0 + n, x0 : x0 + n] * alpha).sum()) >= min_visible * total
-            for _, total, visible, left in placed
+            p.left - h >= min_visible * p.total and not (h > 0 and p.obj.color == obj.color)
+            for p, h in zip(placed, hidden)
         ):
             return alpha, x0, y0
     return None
@@ -275,10 +292,11 @@ def _moved(obj: ShapeObject, x0: int, y0: int) -> ShapeObject:
     return replace(obj, center_xy=(obj.center_xy[0] + x0, obj.center_xy[1] + y0))
 
 
-def _finish(obj: ShapeObject, total: float, visible: np.ndarray) -> ShapeObject:
-    """Box, area and visible fraction from what is left of the object's coverage [H, W]."""
-    drawn = visible >= DRAWN
+def _finish(placed: _Placed) -> ShapeObject:
+    """Box, area and visible fraction from what is left of the object's coverage."""
+    drawn = placed.visible >= DRAWN  # [H, W]
     rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
     assert rows.size and cols.size, "placement keeps every object visible"
     box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    return replace(obj, box_xyxy=box, area=int(drawn.sum()), visible=round(float(visible.sum()) / total, 4))
+    visible = round(float(placed.visible.sum()) / placed.total, 4)
+    return replace(placed.obj, box_xyxy=box, area=int(drawn.sum()), visible=visible)

@@ -61,7 +61,7 @@ def _normalised(polygons: list[Polygon]) -> list[Polygon]:
     return [((p - centre) / scale, adds) for p, adds in polygons]
 
 
-_ELLIPSE = _regular(64) * np.array([1.0, 0.55])
+_ELLIPSE = _regular(64) * np.array([1.0, 0.5])
 SHAPES: dict[str, list[Polygon]] = {
     name: _normalised(polygons)
     for name, polygons in {
@@ -76,9 +76,9 @@ SHAPES: dict[str, list[Polygon]] = {
         "arrow": [(_arrow(), True)],
         "ring": [(_regular(64), True), (_regular(64, 0.5), False)],
         "pentagon": [(_regular(5), True)],
-        "diamond": [(np.array([(0, -1), (0.58, 0), (0, 1), (-0.58, 0)]), True)],
+        "diamond": [(np.array([(0, -1), (0.66, 0), (0, 1), (-0.66, 0)]), True)],
         "ellipse": [(_ELLIPSE, True)],
-        "trapezoid": [(np.array([(-1, 0.5), (1, 0.5), (0.5, -0.5), (-0.5, -0.5)]), True)],
+        "trapezoid": [(np.array([(-1, 0.6), (1, 0.6), (0.45, -0.6), (-0.45, -0.6)]), True)],
         "octagon": [(_regular(8, phase=math.pi / 8), True)],
         "semicircle": [(_semicircle(), True)],
     }.items()

@@ -1,0 +1,153 @@
+"""`ovdet eval`: run a detector over a COCO/LVIS json's images and report box AP, or score saved predictions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random head, these numbers measure nothing"
+EPILOG = """\
+--predictions FILE, by case:
+  with --model        run the model and write its COCO results to FILE, and what produced them
+                      (model, templates, scoring mode) to FILE's sidecar NAME.meta.json
+  without --model     evaluate FILE as saved COCO results (no model run; --images not needed)
+  without --annotations (folder mode) run on every image under --images with --categories as the
+                      vocabulary; writes FILE, NAME.images.json (generated image ids) and
+                      NAME.per_image.json (detections per file); no metrics
+
+Examples:
+  ovdet eval --model MODEL --annotations instances_val2017.json --images val2017 --split ovcoco \\
+      --out out/metrics.json --predictions out/preds.json --report out/report
+  ovdet eval --annotations instances_val2017.json --predictions out/preds.json --split ovcoco
+  ovdet eval --model MODEL --annotations lvis_v1_val.json --images coco --templates clip7
+  ovdet eval --model MODEL --images photos/ --categories "cat,dog" --predictions out/preds.json
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="box AP on a COCO or LVIS json (open-vocabulary novel/base split)",
+        description="Evaluate an open-vocabulary detector: OV-COCO AP50 novel/base/all (pycocotools) or "
+        "LVIS AP/APr/APc/APf (LVIS API). All category names are queried at once (generalized setting).",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="ovdet model folder or CLIP id/folder to run")
+    p.add_argument("--annotations", type=Path, default=None, metavar="JSON", help="COCO or LVIS annotation json")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="folder the json's file_name paths are in")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--novel", default=None, metavar="NAME,NAME", help="novel category names (the rest are base)")
+    group.add_argument("--split", default=None, metavar="SPLIT",
+                       help="ovcoco (48/17), lvis (rare = novel), or a .json/.yaml/.txt split file; default: "
+                            "the categories' own 'split' field, for LVIS rare = novel")
+    p.add_argument("--protocol", choices=["auto", "coco", "lvis"], default="auto",
+                   help="auto: LVIS when the json's images carry neg_category_ids")
+    p.add_argument("--vocabulary", choices=["split", "all"], default="split",
+                   help="split: query only the split's novel+base names when it lists its base (OV-COCO's 65); "
+                        "all: every category name of the json")
+    p.add_argument("--templates", default="single",
+                   help="prompt templates: single, photo, clip7, clip80 or a .json list")
+    p.add_argument("--template-mode", choices=["embed", "logit"], default="embed",
+                   help="average template embeddings (CLIP) or average logits over templates (OWL-ViT)")
+    p.add_argument("--out", type=Path, default=None, metavar="JSON", help="write metrics.json here")
+    p.add_argument("--predictions", type=Path, default=None, metavar="JSON",
+                   help="COCO results file: written when --model runs, read when --model is omitted (see below)")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR", help="write report.md and PNG plots into DIR")
+    p.add_argument("--categories", default=None, metavar="NAMES|JSON",
+                   help="folder mode only (no --annotations): vocabulary as 'a,b,c' or a json with 'categories'")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--max-dets", type=int, default=300,
+                   help="(box, category) pairs kept per image, ranked over all pairs")
+    p.add_argument("--threshold", type=float, default=0.0, help="minimum score kept (0 keeps the full ranking for AP)")
+    p.add_argument("--nms", type=float, default=None, metavar="IOU",
+                   help="per-category NMS IoU; default off (a set-prediction head emits no duplicates)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, or cuda:K for one chosen GPU")
+    p.add_argument("--devices", type=int, default=1, help="number of devices; >1 runs DDP (one process per GPU)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: main process)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovdet.evaluation.evaluate import evaluate_model, predict_images
+
+    split = args.novel if args.novel is not None else args.split
+    accelerator, devices = lightning_devices(args.device, args.devices)
+    options = dict(batch_size=args.batch_size, workers=args.workers, max_dets=args.max_dets,
+                   score_threshold=args.threshold, nms=args.nms, templates=args.templates,
+                   template_mode=args.template_mode, accelerator=accelerator, devices=devices,
+                   progress=not args.no_progress)  # fmt: skip
+    if args.annotations is None:
+        return _folder_mode(args, options, predict_images)
+    if args.categories is not None:
+        raise ValueError("--categories is for folder mode only; with --annotations the json's categories are used")
+    if args.model is None and args.predictions is None:
+        raise ValueError("give --model to run a detector, or --predictions FILE to evaluate saved predictions")
+    result = evaluate_model(args.model, args.annotations, args.images, split=split, protocol=args.protocol,
+                            vocabulary=args.vocabulary, predictions=args.predictions, out=args.out,
+                            report=args.report, **(options if args.model is not None else {}))  # fmt: skip
+    if result is None:
+        return 0  # a non-zero DDP rank
+    print_summary(result.metrics)
+    for label, path in (("predictions", args.predictions if args.model else None), ("metrics", args.out),
+                        ("report", args.report)):  # fmt: skip
+        if path is not None:
+            print(f"wrote {label}: {path}")
+    return 0
+
+
+def _folder_mode(args, options: dict, predict_images) -> int:
+    if args.model is None or args.images is None or args.categories is None or args.predictions is None:
+        raise ValueError(
+            "without --annotations, give --model, --images DIR, --categories 'a,b' and --predictions FILE "
+            "to run on a plain folder; to compute metrics pass --annotations JSON"
+        )
+    dets = predict_images(args.model, args.images, args.categories, args.predictions, **options)
+    if dets is not None:
+        print(f"wrote {len(dets)} detections to {args.predictions} (+ .images.json, .per_image.json); "
+              "no --annotations, so no metrics")  # fmt: skip
+    return 0
+
+
+def lightning_devices(device: str, count: int = 1) -> tuple[str, int | list[int]]:
+    """`--device` / `--devices` -> Lightning's (accelerator, devices)."""
+    if count < 1:
+        raise ValueError(f"--devices must be >= 1, got {count}")
+    if device in ("auto", "cpu", "cuda", "gpu"):
+        return ("gpu" if device == "cuda" else device), count
+    if device.startswith("cuda:") and device[5:].isdigit():
+        if count != 1:
+            raise ValueError(f"--device {device} picks one GPU; use --device cuda --devices {count} for several")
+        return "gpu", [int(device[5:])]
+    raise ValueError(f"--device must be auto, cpu, cuda or cuda:K, got {device!r}")
+
+
+def print_summary(metrics: dict) -> None:
+    """The setup in one line and the headline numbers as a rich table, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    lvis = metrics.get("protocol") == "lvis"
+    keys = ("AP", "APr", "APc", "APf") if lvis else ("AP50_novel", "AP50_base", "AP50_all", "AP")
+    keys += tuple(k for k in ("AP50_novel", "AP50_base", "AP50", "AP75") if k in metrics and k not in keys)
+    meta = metrics.get("meta", {})
+    setup = [f"{metrics.get('protocol')} protocol", f"split {metrics.get('split')}"]
+    setup.append(f"{metrics.get('num_images')} images")
+    if "templates" in meta:
+        setup.append(f"templates {meta['templates']} ({meta.get('template_mode', 'embed')})")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    for key in keys:
+        table.add_row(key, "–" if metrics[key] < 0 else f"{metrics[key]:.1f}")
+    console = Console()
+    console.print(" · ".join(setup), style="bold", soft_wrap=True)
+    console.print(table)
+    if meta.get("untrained"):
+        print(f"!! {UNTRAINED_BANNER} ({meta.get('model')})", file=sys.stderr)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the epilog's table kept as written."""

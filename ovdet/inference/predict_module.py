@@ -1,0 +1,53 @@
+"""A LightningModule whose `predict_step` turns a batch of images into COCO results records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+from torch import nn
+
+from ovdet.inference.coco_results import to_coco_results
+from ovdet.postprocess import PostProcess
+
+
+class CocoPredictModule(L.LightningModule):
+    """Run a detector over a fixed vocabulary; Lightning brings devices, DDP and the progress bar.
+
+    Args:
+        detector: an `ovdet.models.detector.Detector`, or anything with its
+            `predict(pixel_values, queries, templates, template_mode)` and output contract.
+        queries: the vocabulary, one text per category.
+        cat_ids: the category id of each query.
+        postprocess: ranks every (region, query) pair of an image and keeps the best `max_detections`.
+        templates / template_mode: prompt templates and how they are averaged (see `Detector.predict`).
+    """
+
+    def __init__(
+        self,
+        detector: nn.Module,
+        queries: Sequence[str],
+        cat_ids: Sequence[int],
+        postprocess: PostProcess,
+        templates="single",
+        template_mode: str = "embed",
+    ):
+        super().__init__()
+        if len(queries) != len(cat_ids):
+            raise ValueError(f"{len(queries)} queries but {len(cat_ids)} category ids; give one id per query")
+        self.detector = detector
+        self.queries = list(queries)
+        self.cat_ids = [int(c) for c in cat_ids]
+        self.postprocess = postprocess
+        self.templates = templates
+        self.template_mode = template_mode
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        out = self.detector.predict(batch["pixel_values"], self.queries, self.templates, self.template_mode)
+        records = []
+        for dets, image_id, size, target in zip(
+            self.postprocess(out, batch["sizes"]), batch["image_ids"], batch["sizes"], batch["target_sizes"]
+        ):
+            scale = (target[0] / size[0], target[1] / size[1])
+            records += to_coco_results(dets["boxes"], dets["scores"], dets["labels"], image_id, self.cat_ids, scale)
+        return records

@@ -1,0 +1,42 @@
+"""Hydra entry for evaluation (`conf/eval.yaml`): the same `evaluate_model` that `ovdet eval` calls.
+
+    python tools/eval.py model=MODEL annotations=val.json images=DIR split=ovcoco templates=clip7
+    python tools/eval.py annotations=val.json predictions=preds.json split=ovcoco   # saved predictions
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+KEYS = (
+    "split", "protocol", "vocabulary", "templates", "template_mode", "predictions", "out", "report",
+    "batch_size", "workers", "max_dets", "score_threshold", "nms", "accelerator", "devices", "progress",
+)  # fmt: skip
+RUN_KEYS = ("batch_size", "workers", "max_dets", "score_threshold", "nms", "templates", "template_mode",
+            "accelerator", "devices", "progress")  # fmt: skip
+
+
+@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from ovdet.cli.evaluate import print_summary
+    from ovdet.evaluation.evaluate import evaluate_model
+
+    options = OmegaConf.to_container(cfg, resolve=True)
+    kwargs = {k: options[k] for k in KEYS if cfg.model is not None or k not in RUN_KEYS}
+    try:
+        result = evaluate_model(options["model"], options["annotations"], options["images"], **kwargs)
+    except (ValueError, OSError) as err:
+        print(f"tools/eval.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if result is not None:  # None on non-zero DDP ranks
+        print_summary(result.metrics)
+        for label in ("predictions", "out", "report"):
+            if options[label] is not None and (label != "predictions" or cfg.model is not None):
+                print(f"wrote {label}: {options[label]}")
+
+
+if __name__ == "__main__":
+    main()
