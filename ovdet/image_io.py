@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ovdet.errors import ImageLoadError
 
-ImageInput = "str | Path | Image.Image | np.ndarray"
 MAX_PIXELS = 100_000_000  # refuse decompression bombs with a clear message, not a crash
 
 
@@ -40,7 +39,8 @@ def _load_path(path: Path) -> Image.Image:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageLoadError(f"image '{path}' is {im.width}x{im.height}, over {MAX_PIXELS} pixels")
             im.load()
-            return im.convert("RGB")
+            # Boxes are reported in the frame people see: honour the EXIF orientation.
+            return ImageOps.exif_transpose(im).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageLoadError(f"image '{path}' cannot be decoded ({err.__class__.__name__}: {err})") from None
 
