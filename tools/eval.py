@@ -1,6 +1,8 @@
 """Hydra entry for evaluation (`conf/eval.yaml`): the same `evaluate_model` that `ovdet eval` calls.
 
-    python tools/eval.py model=MODEL annotations=val.json images=DIR split=ovcoco templates=clip7
+The model key is `model_path` (not `model`): `model=` selects the training config group in conf/model/.
+
+    python tools/eval.py model_path=MODEL annotations=val.json images=DIR split=ovcoco templates=clip7
     python tools/eval.py annotations=val.json predictions=preds.json split=ovcoco   # saved predictions
 """
 
@@ -25,16 +27,16 @@ def main(cfg: DictConfig) -> None:
     from ovdet.evaluation.evaluate import evaluate_model
 
     options = OmegaConf.to_container(cfg, resolve=True)
-    kwargs = {k: options[k] for k in KEYS if cfg.model is not None or k not in RUN_KEYS}
+    kwargs = {k: options[k] for k in KEYS if cfg.model_path is not None or k not in RUN_KEYS}
     try:
-        result = evaluate_model(options["model"], options["annotations"], options["images"], **kwargs)
+        result = evaluate_model(options["model_path"], options["annotations"], options["images"], **kwargs)
     except (ValueError, OSError) as err:
         print(f"tools/eval.py: error: {err}", file=sys.stderr)
         sys.exit(2)
     if result is not None:  # None on non-zero DDP ranks
         print_summary(result.metrics)
         for label in ("predictions", "out", "report"):
-            if options[label] is not None and (label != "predictions" or cfg.model is not None):
+            if options[label] is not None and (label != "predictions" or cfg.model_path is not None):
                 print(f"wrote {label}: {options[label]}")
 
 
