@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install test test-all detect clean
+.PHONY: install test test-all detect embedded-model clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ detect: install
 	  test -f out/plumbing-model/config.json || $(BIN)/python tools/make_random_model.py out/plumbing-model; \
 	  model="--model out/plumbing-model"; fi; \
 	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --draw out/detect --out out/detect/results.json
+
+# Rebuild ovdet/assets/default_model from fixed seeds: CLIP pretraining, data, head training, eval, fp16 export.
+embedded-model: install
+	bash tools/build_embedded_model.sh
 
 clean:
 	rm -rf $(VENV) out

@@ -27,3 +27,16 @@ def test_per_image_queries_with_padding_mask():
     shared = head(tokens, (2, 3), queries[1])["logits"]
     per_image = head(tokens, (2, 3), queries[1].expand(2, -1, -1))["logits"]
     assert torch.allclose(shared, per_image, atol=1e-6)
+
+
+def test_joint_space_tokens_start_zero_shot():
+    """Tokens already in the text space: the untrained head ranks queries by cosine similarity."""
+    torch.manual_seed(0)
+    head = DetectionHead(token_dim=8, embed_dim=8)
+    tokens = torch.randn(1, 5, 8)
+    queries = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    logits = head(tokens, (1, 5), queries)["logits"][0]  # [5, 4]
+    cosine = torch.nn.functional.normalize(tokens[0], dim=-1) @ queries.T
+    assert torch.equal(logits.argmax(-1), cosine.argmax(-1))
+    # Scale 10 and shift -0.46 at init: a region of cosine 0 starts at the focal prior p ~ 0.01.
+    assert torch.allclose(logits, 10.0 * (cosine - 0.46), atol=1e-4)

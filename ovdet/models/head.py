@@ -10,6 +10,8 @@ from ovdet.boxes import grid_box_bias
 
 # Logit given to padded (absent) queries: sigmoid -> 0, still finite in fp16.
 MASKED_LOGIT = -1e4
+INIT_LOGIT_SCALE = 10.0
+INIT_LOGIT_SHIFT = -0.46
 
 
 class MLP(nn.Module):
@@ -55,6 +57,18 @@ class DetectionHead(nn.Module):
         nn.init.zeros_(self.box_mlp.layers[-1].bias)
         # Objects are rare among regions: start objectness low, like RetinaNet's prior.
         nn.init.constant_(self.objectness_mlp.layers[-1].bias, -4.0)
+        # Tokens already in CLIP's joint space (a ResNet tower's attention-pool projection,
+        # MaskCLIP / F-VLM) start with an identity projection, so the untrained head scores
+        # regions zero-shot and training on base classes starts from what CLIP knows.
+        if self.token_dim == self.embed_dim:
+            nn.init.eye_(self.class_proj.weight)
+            nn.init.zeros_(self.class_proj.bias)
+        # Start at a CLIP-like temperature (scale ~10) with a shift that gives a region of cosine
+        # 0 the focal-loss prior probability 0.01: logit = 10 * (0 - 0.46) = -4.6.
+        nn.init.zeros_(self.logit_scale.weight)
+        nn.init.constant_(self.logit_scale.bias, INIT_LOGIT_SCALE - 1.0)
+        nn.init.zeros_(self.logit_shift.weight)
+        nn.init.constant_(self.logit_shift.bias, INIT_LOGIT_SHIFT)
 
     def box_bias(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         if grid not in self._bias_cache:
