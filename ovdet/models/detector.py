@@ -14,6 +14,7 @@ from torch import nn
 from ovdet.errors import ModelNotAvailableError
 from ovdet.image_io import load_image
 from ovdet.models.clip_loader import LoadedCLIP, load_clip
+from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detection import Detection
 from ovdet.models.head import DetectionHead
 from ovdet.models.text_encoder import TextEncoder, validate_queries
@@ -35,9 +36,13 @@ class Detector(nn.Module):
         image_size: side of the square input; a multiple of the backbone stride.
         box_layers: depth of the head's box MLP.
         info: free metadata saved in config.json (e.g. `untrained`, training recipe).
+        rescore: CropRescorer settings (`topk`, `weight`, `context`) to classify the best regions
+            by their CLIP-encoded crops; None scores with the head alone.
     """
 
-    def __init__(self, clip: LoadedCLIP, image_size: int, box_layers: int = 3, info: dict | None = None):
+    def __init__(
+        self, clip: LoadedCLIP, image_size: int, box_layers: int = 3, info: dict | None = None, rescore: dict | None = None
+    ):
         super().__init__()
         if image_size <= 0 or image_size % clip.backbone.stride:
             raise ValueError(
@@ -51,6 +56,18 @@ class Detector(nn.Module):
         self.box_layers = box_layers
         self.info = dict(info or {})
         self.preprocessor = ImagePreprocessor(image_size, self.backbone.image_mean, self.backbone.image_std)
+        self.set_rescore(rescore)
+
+    def set_rescore(self, rescore: dict | None) -> None:
+        """Turn crop re-scoring on (a dict of CropRescorer settings) or off (None)."""
+        self.rescore = dict(rescore) if rescore else None
+        self.rescorer = None
+        if self.rescore is not None:
+            if not hasattr(self.backbone, "encode_crops"):
+                raise ValueError(f"crop re-scoring needs a tower with encode_crops (ResNet CLIP); {type(self.backbone).__name__} has none")
+            scale = getattr(self.clip.model, "logit_scale", None)
+            logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
+            self.rescorer = CropRescorer(logit_scale=logit_scale, **self.rescore)
 
     @classmethod
     def from_clip(
@@ -92,6 +109,11 @@ class Detector(nn.Module):
         if template_mode not in ("embed", "logit"):
             raise ValueError(f"template_mode must be 'embed' or 'logit', got {template_mode!r}")
         pixel_values = pixel_values.to(self.device)
+        if self.rescorer is not None:
+            query_embeds = self.encode_queries(queries, templates)
+            out = self(pixel_values, query_embeds)
+            out["logits"] = self.rescorer(self.backbone, pixel_values, out, query_embeds)
+            return out
         if template_mode == "embed":
             return self(pixel_values, self.encode_queries(queries, templates))
         per_template = self.encode_queries(queries, templates, reduce=False)  # [T, Q, E]
@@ -147,6 +169,7 @@ class Detector(nn.Module):
             "image_size": self.image_size,
             "box_layers": self.box_layers,
             "trainable_layers": getattr(self.backbone, "trainable_layers", 0),
+            "rescore": self.rescore,
             "info": self.info,
         }
 
@@ -184,7 +207,10 @@ class Detector(nn.Module):
         clip_ref = config["clip"]["path"]
         clip_path = path / clip_ref if (path / clip_ref).exists() else Path(clip_ref)
         layers = config.get("trainable_layers", 0) if trainable_layers is None else trainable_layers
-        det = cls(load_clip(str(clip_path), layers), config["image_size"], config.get("box_layers", 3), config.get("info"))
+        det = cls(
+            load_clip(str(clip_path), layers), config["image_size"], config.get("box_layers", 3), config.get("info"),
+            rescore=config.get("rescore"),
+        )
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             raise ModelNotAvailableError(f"model folder '{path}' has no {WEIGHTS_NAME}; was it saved completely?")

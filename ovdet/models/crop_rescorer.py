@@ -1,0 +1,53 @@
+"""Re-score the head's best regions by encoding their crops with the CLIP image tower (ViLD / F-VLM style).
+
+A CLIP that classifies whole object crops well may give weak per-cell dense features (ShapeWorld's
+small ResNet CLIP: 95 % zero-shot on crops, under 20 % from a feature-map cell). Cropping each
+candidate box out of the input, resizing it to CLIP's own resolution and encoding it carries
+CLIP's crop-level knowledge, novel classes included, to detection. The head still proposes the
+boxes (objectness, box regression); CLIP says what is in them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import box_convert, roi_align
+
+from ovdet.models.head import MASKED_LOGIT
+
+
+class CropRescorer:
+    """Score = objectness^(1 - w) * softmax_q(CLIP crop logits)^w for the top-k regions per image.
+
+    Args:
+        topk: regions per image (by objectness) whose crops are encoded; the others get no score.
+        weight: w, the share of the CLIP crop probability in the geometric mean.
+        context: fraction of the box size added on every side (CLIP saw objects with a margin).
+        logit_scale: CLIP's learnt temperature for the softmax over queries.
+    """
+
+    def __init__(self, topk: int = 32, weight: float = 0.5, context: float = 0.2, logit_scale: float = 100.0):
+        if topk < 1 or not 0.0 <= weight <= 1.0 or context < 0:
+            raise ValueError(f"need topk >= 1, 0 <= weight <= 1, context >= 0; got {topk}, {weight}, {context}")
+        self.topk, self.weight, self.context, self.logit_scale = topk, weight, context, logit_scale
+
+    @torch.no_grad()
+    def __call__(self, backbone, pixel_values: torch.Tensor, outputs: dict, query_embeds: torch.Tensor) -> torch.Tensor:
+        """New logits [B, P, Q] from `pred_boxes` [B, P, 4], `objectness` [B, P] and queries [Q, E]."""
+        boxes, objectness = outputs["pred_boxes"].float(), outputs["objectness"].float()
+        b, p, _ = boxes.shape
+        k = min(self.topk, p)
+        top = objectness.topk(k, dim=1).indices  # [B, K]
+        chosen = torch.gather(boxes, 1, top[..., None].expand(-1, -1, 4))  # [B, K, 4] cxcywh
+        chosen = chosen.clone()
+        chosen[..., 2:] *= 1 + 2 * self.context
+        side = pixel_values.shape[-1]
+        rois = box_convert(chosen, "cxcywh", "xyxy").clamp(0, 1) * side  # [B, K, 4] input pixels
+        crop = backbone.crop_size
+        crops = roi_align(pixel_values.float(), list(rois), output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
+        embeds = torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1)  # [B*K, E]
+        probs = (self.logit_scale * embeds @ query_embeds.float().T).softmax(-1).view(b, k, -1)  # [B, K, Q]
+        obj = torch.gather(objectness, 1, top).sigmoid()[..., None]  # [B, K, 1]
+        score = (obj ** (1 - self.weight) * probs**self.weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
+        logits = torch.full((b, p, probs.shape[-1]), MASKED_LOGIT, device=boxes.device)
+        logits.scatter_(1, top[..., None].expand(-1, -1, probs.shape[-1]), torch.logit(score))
+        return logits  # [B, P, Q]

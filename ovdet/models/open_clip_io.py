@@ -1,0 +1,136 @@
+"""open_clip CLIPs in a folder: build from a small config, save, and load back offline.
+
+The folder is the one `open_clip` itself reads (`open_clip.create_model("local-dir:DIR")`):
+`open_clip_config.json` with `model_cfg` and `preprocess_cfg`, and the weights in
+`open_clip_model.safetensors`. The text tower is open_clip's standalone `TextTransformer`
+(`custom_text`), so it can be frozen without touching the vision tower. The tokenizer is
+OpenAI's BPE that ships in the open_clip wheel: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ovdet.errors import ModelNotAvailableError
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+RESNET_STRIDE = 32  # ModifiedResNet: stem /4, then layer2..layer4 /2 each
+
+
+def build_open_clip(
+    embed_dim: int,
+    vision_cfg: dict,
+    text_cfg: dict,
+    image_mean: tuple[float, float, float] = OPENAI_MEAN,
+    image_std: tuple[float, float, float] = OPENAI_STD,
+) -> nn.Module:
+    """A randomly initialised open_clip CLIP with a ModifiedResNet vision tower (no pretrained weights).
+
+    Args:
+        embed_dim: E, the joint image-text space.
+        vision_cfg: open_clip `CLIPVisionCfg` fields; `layers` is 4 stage depths (ResNet),
+            e.g. {"layers": [1, 1, 1, 1], "width": 16, "image_size": 64, "head_width": 32}.
+        text_cfg: open_clip `CLIPTextCfg` fields, e.g. {"context_length": 32, "width": 128,
+            "heads": 2, "layers": 2}; the vocabulary is OpenAI's 49408 BPE tokens.
+        image_mean / image_std: pixel normalisation, saved with the model.
+    Returns:
+        an `open_clip.CustomTextCLIP` carrying its config in `.open_clip_config` (for saving).
+    """
+    vision_cfg, text_cfg = dict(vision_cfg), dict(text_cfg)
+    layers = vision_cfg.get("layers")
+    if not isinstance(layers, (list, tuple)) or len(layers) != 4:
+        raise ValueError(
+            f"vision_cfg.layers must be 4 ResNet stage depths such as [1, 1, 1, 1], got {layers!r}; "
+            "ViT towers load through transformers (a save_pretrained folder)"
+        )
+    size = vision_cfg.get("image_size", 224)
+    if not isinstance(size, int) or size % RESNET_STRIDE:
+        raise ValueError(f"vision_cfg.image_size must be an integer multiple of {RESNET_STRIDE}, got {size!r}")
+    vision_cfg["layers"] = [int(n) for n in layers]
+    text_cfg.setdefault("vocab_size", 49408)
+    config = {
+        "model_cfg": {"embed_dim": int(embed_dim), "vision_cfg": vision_cfg, "text_cfg": text_cfg, "custom_text": True},
+        "preprocess_cfg": {"size": size, "mean": list(image_mean), "std": list(image_std)},
+    }
+    return _from_config(config)
+
+
+def _from_config(config: dict) -> nn.Module:
+    from open_clip import CustomTextCLIP
+
+    cfg = copy.deepcopy(config["model_cfg"])
+    cfg.pop("custom_text", None)
+    vision_cfg = dict(cfg["vision_cfg"], layers=tuple(cfg["vision_cfg"]["layers"]))
+    model = CustomTextCLIP(cfg["embed_dim"], vision_cfg, cfg["text_cfg"])
+    model.open_clip_config = copy.deepcopy(config)  # a plain attribute: save_open_clip reads it
+    return model
+
+
+def save_open_clip(model: nn.Module, folder: str | Path) -> Path:
+    """Write `open_clip_config.json` and `open_clip_model.safetensors` (fp32) into `folder`."""
+    config = getattr(model, "open_clip_config", None)
+    if config is None:
+        raise ValueError("this model has no .open_clip_config; build it with build_open_clip or load_open_clip")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME))
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def read_open_clip(folder: str | Path) -> nn.Module:
+    """The whole open_clip model of a saved folder, in eval mode (for pretraining evaluation)."""
+    folder = Path(folder)
+    config_file, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_file.is_file() or not weights.is_file():
+        raise ModelNotAvailableError(
+            f"'{folder}' is not an open_clip folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME} (see save_open_clip)"
+        )
+    config = json.loads(config_file.read_text())
+    if "model_cfg" not in config:
+        raise ModelNotAvailableError(f"'{config_file}' has no model_cfg section; was it written by save_open_clip?")
+    model = _from_config(config)
+    state = load_file(str(weights))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelNotAvailableError(f"'{weights}' does not match its config: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def open_clip_tokenizer(context_length: int):
+    """OpenAI's BPE tokenizer from the open_clip wheel: texts -> LongTensor [N, context_length]."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(context_length=context_length)
+
+
+def load_open_clip(folder: str | Path, trainable_layers: int = 0):
+    """Load a saved open_clip folder as the detector's two towers (a `LoadedCLIP`), offline.
+
+    The vision tower comes back frozen except its last `trainable_layers` ResNet stages.
+    """
+    from ovdet.models.clip_loader import LoadedCLIP
+    from ovdet.models.clip_resnet_backbone import CLIPResNetBackbone
+    from ovdet.models.open_clip_text_tower import OpenCLIPTextTower
+
+    folder = Path(folder)
+    model = read_open_clip(folder)
+    pre = model.open_clip_config.get("preprocess_cfg", {})
+    mean, std = tuple(pre.get("mean", OPENAI_MEAN)), tuple(pre.get("std", OPENAI_STD))
+    tokenizer = open_clip_tokenizer(model.text.context_length)
+    backbone = CLIPResNetBackbone(model.visual, mean, std, trainable_layers=trainable_layers)
+    text = OpenCLIPTextTower(model.text, tokenizer, identity=str(folder))
+    return LoadedCLIP(
+        backbone=backbone, text_tower=text, reference=str(folder), format="open_clip", model=model, tokenizer=tokenizer
+    )
+

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from ovdet.models.crop_rescorer import CropRescorer
+from ovdet.models.head import MASKED_LOGIT
+
+
+class FakeTower:
+    """Encodes a crop as its mean colour: red crops -> query 0, green crops -> query 1."""
+
+    crop_size = 8
+
+    def encode_crops(self, crops):  # [N, 3, c, c] -> [N, 3]
+        return crops.mean(dim=(2, 3))
+
+
+def _scene():
+    pixels = torch.zeros(1, 3, 32, 32)
+    pixels[0, 0, :16, :16] = 1.0  # red square top-left
+    pixels[0, 1, 16:, 16:] = 1.0  # green square bottom-right
+    boxes = torch.tensor([[[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.5, 0.5, 0.1, 0.1]]])  # cxcywh
+    objectness = torch.tensor([[2.0, 1.0, -3.0]])
+    return pixels, {"pred_boxes": boxes, "objectness": objectness}
+
+
+def test_crops_decide_the_query_and_objectness_the_rank():
+    pixels, out = _scene()
+    queries = torch.eye(3)  # query 0 = red, 1 = green, 2 = blue
+    logits = CropRescorer(topk=2, weight=0.5, context=0.0, logit_scale=20.0)(FakeTower(), pixels, out, queries)
+    assert logits.shape == (1, 3, 3)
+    assert logits[0, 0].argmax() == 0 and logits[0, 1].argmax() == 1
+    assert logits[0, 0].max() > logits[0, 1].max()  # higher objectness ranks first
+    assert (logits[0, 2] == MASKED_LOGIT).all()  # outside the top-k: no score
+
+
+def test_weight_zero_is_objectness_alone():
+    pixels, out = _scene()
+    logits = CropRescorer(topk=3, weight=0.0, logit_scale=20.0)(FakeTower(), pixels, out, torch.eye(3))
+    assert torch.allclose(logits[0].sigmoid(), out["objectness"][0].sigmoid()[:, None].expand(3, 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"topk": 0}, {"weight": 1.5}, {"context": -0.1}])
+def test_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        CropRescorer(**kwargs)
+
+
+def test_vit_tower_refuses_crop_rescoring_with_a_clear_error(tiny_clip_dir):
+    from ovdet.models.detector import Detector
+
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=32)
+    with pytest.raises(ValueError, match="encode_crops"):
+        det.set_rescore({"topk": 4})
