@@ -38,10 +38,11 @@ if [ ! -f "$WORK/runs/detector/detector/config.json" ]; then
     paths.data_dir="$WORK/data" hydra.run.dir="$WORK/runs/detector" trainer.max_epochs="$DET_EPOCHS"
 fi
 
-stage "4/5 evaluate on the held-out seed (all 16 names) -> $RESULTS"
+stage "4/5 evaluate on the held-out seed (all 16 names; head alone vs CLIP crop re-scoring) -> $RESULTS"
 "$BIN/ovdet" eval --model "$WORK/runs/detector/detector" --annotations "$WORK/data/shapeworld/val/instances.json" \
   --images "$WORK/data/shapeworld/val/images" --out "$RESULTS/metrics.json" --predictions "$WORK/val_predictions.json" \
   --report "$RESULTS"
+"$BIN/python" tools/shapeworld_ablations.py "$WORK/runs/detector/detector" "$WORK/data/shapeworld/val" --out "$RESULTS/ablations.json"
 
 stage "5/5 export fp16 -> $MODEL_OUT"
 "$BIN/python" - "$WORK/runs/detector/detector" "$MODEL_OUT" <<'PY'

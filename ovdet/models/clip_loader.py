@@ -27,8 +27,11 @@ class LoadedCLIP:
     model: nn.Module  # the whole CLIP, for save()
     tokenizer: object = None
 
-    def save(self, folder: str | Path) -> None:
-        """Write the CLIP (with any fine-tuned vision blocks) in its own format."""
+    def save(self, folder: str | Path, dtype=None) -> None:
+        """Write the CLIP (with any fine-tuned vision blocks) in its own format.
+
+        `dtype` (e.g. torch.float16) applies to open_clip folders; transformers folders stay as loaded.
+        """
         folder = Path(folder)
         if self.format == "hf":
             self.model.save_pretrained(str(folder))
@@ -37,7 +40,7 @@ class LoadedCLIP:
         else:
             from ovdet.models.open_clip_io import save_open_clip
 
-            save_open_clip(self.model, folder)
+            save_open_clip(self.model, folder, **({"dtype": dtype} if dtype is not None else {}))
 
 
 def detect_format(name_or_path: str) -> str:

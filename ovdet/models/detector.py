@@ -71,14 +71,20 @@ class Detector(nn.Module):
 
     @classmethod
     def from_clip(
-        cls, clip: str, image_size: int | None = None, trainable_layers: int = 0, box_layers: int = 3
+        cls,
+        clip: str,
+        image_size: int | None = None,
+        trainable_layers: int = 0,
+        box_layers: int = 3,
+        rescore: dict | None = None,
     ) -> "Detector":
         """A detector with a fresh (untrained) head on a CLIP hub id or folder; Hydra builds this.
 
         `image_size` defaults to the CLIP's own training resolution; set it higher to detect small things.
         """
         loaded = load_clip(clip, trainable_layers)
-        return cls(loaded, image_size or loaded.backbone.default_image_size, box_layers, info={"untrained": True})
+        size = image_size or loaded.backbone.default_image_size
+        return cls(loaded, size, box_layers, info={"untrained": True}, rescore=rescore)
 
     @property
     def device(self) -> torch.device:
@@ -185,7 +191,7 @@ class Detector(nn.Module):
         try:
             clip_path = CLIP_DIR if copy_clip else self.clip.reference
             if copy_clip:
-                self.clip.save(tmp / CLIP_DIR)
+                self.clip.save(tmp / CLIP_DIR, dtype=dtype)
             state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.head_state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME))
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(clip_path), indent=2))

@@ -75,14 +75,20 @@ def _from_config(config: dict) -> nn.Module:
     return model
 
 
-def save_open_clip(model: nn.Module, folder: str | Path) -> Path:
-    """Write `open_clip_config.json` and `open_clip_model.safetensors` (fp32) into `folder`."""
+def save_open_clip(model: nn.Module, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write `open_clip_config.json` and `open_clip_model.safetensors` into `folder`.
+
+    Floating-point weights are stored in `dtype` (fp16 halves a shipped model; loading casts back).
+    """
     config = getattr(model, "open_clip_config", None)
     if config is None:
         raise ValueError("this model has no .open_clip_config; build it with build_open_clip or load_open_clip")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(folder / WEIGHTS_NAME))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from torch import nn
 from ovdet.models.open_clip_io import open_clip_tokenizer
 from ovdet.pretraining.contrastive_loss import clip_contrastive_loss
 from ovdet.pretraining.zero_shot import ZeroShotTask, zero_shot_metrics
+from ovdet.training.schedule import optimizers_config
 
 
 class ContrastivePretraining(L.LightningModule):
@@ -101,11 +101,4 @@ class ContrastivePretraining(L.LightningModule):
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
         optimizer = self.optimizer_factory(params=[{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        if self.scheduler_factory is None:
-            return optimizer
-        kwargs = {}
-        params = inspect.signature(self.scheduler_factory).parameters
-        if "total_steps" in params and params["total_steps"].default is inspect.Parameter.empty:
-            kwargs["total_steps"] = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = self.scheduler_factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizers_config(optimizer, self.scheduler_factory, self, "step")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from ovdet.losses.criterion import SetCriterion
 from ovdet.models.detector import Detector
+from ovdet.training.schedule import optimizers_config
 from ovdet.training.val_ap import ValidationAP
 
 # Parameters of the CLIP vision tower itself (as `Detector` names them); the rest of the
@@ -146,14 +146,7 @@ class DetectionModule(L.LightningModule):
         for group in optimizer.param_groups:
             if group.get("name") == "backbone":
                 group["lr"] *= self.backbone_lr_scale  # before the scheduler records each group's base lr
-        if self.scheduler_factory is None:
-            return optimizer
-        kwargs = {}
-        params = inspect.signature(self.scheduler_factory).parameters
-        if "total_steps" in params and params["total_steps"].default is inspect.Parameter.empty:
-            kwargs["total_steps"] = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = self.scheduler_factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return optimizers_config(optimizer, self.scheduler_factory, self, self.scheduler_interval)
 
     # ---- persistence -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

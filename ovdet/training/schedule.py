@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from torch.optim import Optimizer
@@ -27,3 +28,18 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 0,
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def optimizers_config(optimizer: Optimizer, scheduler_factory, module, interval: str = "step"):
+    """What `module.configure_optimizers` returns: the optimizer, plus a scheduler completed from its trainer.
+
+    A `_partial_` scheduler that still needs `total_steps` gets the trainer's `estimated_stepping_batches`.
+    """
+    if scheduler_factory is None:
+        return optimizer
+    kwargs = {}
+    params = inspect.signature(scheduler_factory).parameters
+    if "total_steps" in params and params["total_steps"].default is inspect.Parameter.empty:
+        kwargs["total_steps"] = max(1, int(module.trainer.estimated_stepping_batches))
+    scheduler = scheduler_factory(optimizer, **kwargs)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
