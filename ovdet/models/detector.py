@@ -195,6 +195,7 @@ class Detector(nn.Module):
             state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.head_state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME))
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config(clip_path), indent=2))
+            _make_readable(tmp)  # mkdtemp is private (0700); a saved model is for everyone to read
             if path.exists():
                 shutil.rmtree(path)
             tmp.rename(path)
@@ -227,3 +228,8 @@ class Detector(nn.Module):
             raise ModelNotAvailableError(f"'{weights}' does not match this model: missing {missing}, unexpected {unexpected}")
         return det.eval()
 
+
+def _make_readable(folder: Path) -> None:
+    """Give a written model folder the usual permissions (dirs 0755, files 0644)."""
+    for item in [folder, *folder.rglob("*")]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
