@@ -35,7 +35,7 @@ detect: install
 	@if [ -f $(DEFAULT_MODEL)/config.json ]; then model=""; else \
 	  test -f out/plumbing-model/config.json || $(BIN)/python tools/make_random_model.py out/plumbing-model; \
 	  model="--model out/plumbing-model"; fi; \
-	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --draw out/detect --out out/detect/results.json
+	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --threshold 0.6 --draw out/detect --out out/detect/results.json
 
 # Rebuild ovdet/assets/default_model from fixed seeds: CLIP pretraining, data, head training, eval, fp16 export.
 embedded-model: install
