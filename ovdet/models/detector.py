@@ -111,7 +111,11 @@ class Detector(nn.Module):
 
     @torch.inference_mode()
     def predict(self, pixel_values: torch.Tensor, queries: list[str], templates="single", template_mode="embed"):
-        """Forward with text queries; `template_mode="logit"` averages logits over templates (OWL-ViT)."""
+        """Forward with text queries; `template_mode="logit"` averages logits over templates (OWL-ViT).
+
+        With crop re-scoring on, crops are compared with the template-averaged query embeddings
+        whatever the mode (CLIP's own zero-shot recipe).
+        """
         if template_mode not in ("embed", "logit"):
             raise ValueError(f"template_mode must be 'embed' or 'logit', got {template_mode!r}")
         pixel_values = pixel_values.to(self.device)
