@@ -12,7 +12,7 @@ BIN=${BIN:-.venv/bin}
 WORK=${WORK:-artifacts/embedded}
 TRAIN_IMAGES=${TRAIN_IMAGES:-8000}
 VAL_IMAGES=${VAL_IMAGES:-500}
-DET_EPOCHS=${DET_EPOCHS:-4}
+DET_EPOCHS=${DET_EPOCHS:-3}
 RESULTS=${RESULTS:-docs/results/shapeworld}
 MODEL_OUT=${MODEL_OUT:-ovdet/assets/default_model}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
