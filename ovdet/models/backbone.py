@@ -33,6 +33,17 @@ class VisionBackbone(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> DenseFeatures:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _freeze_all_but_last(self, blocks, final: nn.Module, n: int, unit: str) -> None:
+        """Freeze `self.vision` except its last `n` of `blocks` (and `final` when n > 0)."""
+        if not 0 <= n <= len(blocks):
+            raise ValueError(f"trainable_layers={n} but the tower has {len(blocks)} {unit}; use 0..{len(blocks)}")
+        self.trainable_layers = n
+        self.vision.requires_grad_(False)
+        if n > 0:
+            for block in blocks[len(blocks) - n :]:
+                block.requires_grad_(True)
+            final.requires_grad_(True)
+
     def grid_size(self, image_size: int) -> tuple[int, int]:
         """Grid (h, w) produced for a square input of `image_size` pixels."""
         return image_size // self.stride, image_size // self.stride

@@ -62,14 +62,8 @@ class CLIPResNetBackbone(VisionBackbone):
 
     def set_trainable_layers(self, n: int) -> None:
         """Freeze the tower except its last `n` stages (and the attention pool if n > 0)."""
-        if not 0 <= n <= len(STAGES):
-            raise ValueError(f"trainable_layers={n} but the tower has {len(STAGES)} stages; use 0..{len(STAGES)}")
-        self.trainable_layers = n
-        self.vision.requires_grad_(False)
-        if n > 0:
-            for name in STAGES[len(STAGES) - n :]:
-                getattr(self.vision, name).requires_grad_(True)
-            self.vision.attnpool.requires_grad_(True)
+        stages = [getattr(self.vision, name) for name in STAGES]
+        self._freeze_all_but_last(stages, self.vision.attnpool, n, "stages")
 
     def train(self, mode: bool = True):
         super().train(mode)

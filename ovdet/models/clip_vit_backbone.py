@@ -43,15 +43,7 @@ class CLIPVisionBackbone(VisionBackbone):
 
     def set_trainable_layers(self, n: int) -> None:
         """Freeze the tower except its last `n` encoder blocks (and the final LayerNorm if n > 0)."""
-        layers = self.vision.encoder.layers
-        if not 0 <= n <= len(layers):
-            raise ValueError(f"trainable_layers={n} but the tower has {len(layers)} blocks; use 0..{len(layers)}")
-        self.trainable_layers = n
-        self.vision.requires_grad_(False)
-        if n > 0:
-            for block in layers[len(layers) - n :]:
-                block.requires_grad_(True)
-            self.vision.post_layernorm.requires_grad_(True)
+        self._freeze_all_but_last(self.vision.encoder.layers, self.vision.post_layernorm, n, "blocks")
 
     def patch_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """CLIP's own output tokens (after its final LayerNorm), class token first: [B, 1+h*w, D]."""
