@@ -96,3 +96,11 @@ def test_help_explains_every_option():
         assert option in proc.stdout
     top = ovdet("--help")
     assert top.returncode == 0 and "detect" in top.stdout
+
+
+def test_drawings_of_images_with_the_same_name_do_not_overwrite(tmp_path):
+    from ovdet.cli.detect import write_drawings
+
+    images = [Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))]
+    write_drawings(tmp_path / "out", ["a/x.jpg", "b/x.png"], images, [[], []], banner=None)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "x_1.png"]

@@ -105,9 +105,10 @@ def write_drawings(folder: Path, paths, images, results, banner: str | None) -> 
     from ovdet.draw import draw_detections
 
     folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()  # a.jpg and a.png in one call must not overwrite each other's drawing
     for i, (path, im, dets) in enumerate(zip(paths, images, results)):
-        target = folder / f"{Path(path).stem}.png"
-        if target.exists() and i and target.stem in {Path(p).stem for p in paths[:i]}:
-            target = folder / f"{Path(path).stem}_{i}.png"
+        stem = Path(path).stem
+        target = folder / (f"{stem}_{i}.png" if stem in used else f"{stem}.png")
+        used.add(stem)
         draw_detections(im, dets, banner).save(target)
         print(f"wrote {target}")
