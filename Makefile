@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install test test-slow test-all detect embedded-model clean
+.PHONY: install test test-slow test-all detect demo embedded-model clean
 
 install: $(STAMP)
 
@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev]"
+	# One resolve for everything: gradio caps pillow (<13), so pillow is chosen once, with it.
+	$(BIN)/pip install -q -e ".[dev,demo]"
 	# lvis 0.5.3 would pull opencv-python next to albumentations' headless build: no deps.
 	$(BIN)/pip install -q --no-deps lvis==0.5.3
 	touch $(STAMP)
@@ -40,6 +41,10 @@ detect: install
 	  test -f out/plumbing-model/config.json || $(BIN)/python tools/make_random_model.py out/plumbing-model; \
 	  model="--model out/plumbing-model"; fi; \
 	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --threshold 0.6 --draw out/detect --out out/detect/results.json
+
+# The Gradio demo on http://127.0.0.1:7860 (DEMO_ARGS="--host 0.0.0.0 --port 8080" to change).
+demo: install
+	$(BIN)/ovdet demo $(DEMO_ARGS)
 
 # Rebuild ovdet/assets/default_model from fixed seeds: CLIP pretraining, data, head training, eval, fp16 export.
 embedded-model: install

@@ -1,48 +1,112 @@
-"""Load user images (paths, PIL images, numpy arrays) into RGB PIL images, checked at the boundary."""
+"""Load user images (paths, PIL images, numpy arrays) into RGB PIL images, checked at the boundary.
+
+Whatever lies on disk gives either an RGB image or one `ImageLoadError` that names the file:
+- declared size over `MAX_PIXELS`: refused before decoding (decompression-bomb guard);
+- longer side over `max_side`: downscaled while loading (JPEG: by the decoder itself, 1/2..1/8,
+  so the full image never sits in memory); `original_size(image)` keeps the size on disk, in
+  which detections are reported;
+- EXIF orientation applied, so boxes are in the frame people see;
+- animations (GIF, APNG, WebP, multi-page TIFF): the first frame, with an `OvdetWarning`;
+- 16-bit greyscale scaled to 8 bits (65535 -> 255), not clipped;
+- transparency (RGBA, LA, PA, P or RGB with a transparent colour) composited on white;
+- CMYK, YCbCr, L, 1, P: PIL's conversion to RGB.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from ovdet.errors import ImageLoadError
+from ovdet.errors import ImageLoadError, OvdetWarning
 
 MAX_PIXELS = 100_000_000  # refuse decompression bombs with a clear message, not a crash
+MAX_SIDE = 4096  # detection runs at a few hundred pixels: more only costs memory
+ORIGINAL_SIZE = "ovdet_original_size"  # key in `Image.info`: (width, height) on disk, displayed frame
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def load_image(image) -> Image.Image:
-    """Return an RGB PIL image from a path, a PIL image or an HxW / HxWxC array.
+def load_image(image, max_side: int | None = MAX_SIDE) -> Image.Image:
+    """Return an RGB PIL image from a path, a PIL image or an HxW / HxWx3 / HxWx4 array.
 
+    Args:
+        max_side: files whose longer side exceeds this are downscaled while loading; None keeps
+            every pixel (training, where boxes are in the file's pixels).
     Raises:
-        ImageLoadError: missing, empty, undecodable or oddly shaped input; the message names it.
+        ImageLoadError: missing, empty, undecodable, too large or oddly shaped input; the message names it.
     """
     if isinstance(image, (str, Path)):
-        return _load_path(Path(image))
+        return _load_path(Path(image), max_side)
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     if isinstance(image, np.ndarray):
         return _from_array(image)
     raise ImageLoadError(f"unsupported image type {type(image).__name__}; pass a path, a PIL image or a numpy array")
 
 
-def _load_path(path: Path) -> Image.Image:
+def original_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as it is on disk (before any downscaling on load)."""
+    return tuple(image.info.get(ORIGINAL_SIZE, image.size))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: 16-bit scaled to 8 bits, transparency composited on white."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image).astype(np.float32)  # [H, W] 0..65535
+        image = Image.fromarray((np.clip(pixels, 0, 65535) / 257.0 + 0.5).astype(np.uint8), "L")
+    elif image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return image.convert("RGB")
+
+
+def _load_path(path: Path, max_side: int | None) -> Image.Image:
     if not path.exists():
         raise ImageLoadError(f"image '{path}' does not exist")
-    if not path.is_file():
+    if not path.is_file():  # a folder, a FIFO or a device: never block reading it
         raise ImageLoadError(f"image '{path}' is not a file")
     if path.stat().st_size == 0:
         raise ImageLoadError(f"image '{path}' is 0 bytes")
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageLoadError(f"image '{path}' is {im.width}x{im.height}, over {MAX_PIXELS} pixels")
-            im.load()
-            # Boxes are reported in the frame people see: honour the EXIF orientation.
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS decides, below
+            with Image.open(path) as im:
+                return _decode(im, path, max_side)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"image '{path}' is too large to decode safely ({err})") from None
+    except MemoryError:
+        raise ImageLoadError(f"image '{path}' does not fit in memory; downscale it first") from None
+    except Exception as err:  # PIL's decoders raise many types on broken files; each is one line here
         raise ImageLoadError(f"image '{path}' cannot be decoded ({err.__class__.__name__}: {err})") from None
+
+
+def _decode(im: Image.Image, path: Path, max_side: int | None) -> Image.Image:
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        raise ImageLoadError(
+            f"image '{path}' is {width}x{height}, over {MAX_PIXELS} pixels; refused as a possible decompression bomb"
+        )
+    if getattr(im, "is_animated", False) and im.format != "MPO":  # MPO: a photo plus its depth map or preview
+        warnings.warn(f"image '{path}' is animated ({im.format}); using its first frame", OvdetWarning, stacklevel=4)
+    if max_side and max(width, height) > max_side and im.format == "JPEG":
+        scale = max_side / max(width, height)
+        im.draft(im.mode, (max(1, round(width * scale)), max(1, round(height * scale))))  # DCT scaling while decoding
+    im.load()
+    decoded = im.size
+    ImageOps.exif_transpose(im, in_place=True)  # boxes are reported in the frame people see
+    if im.size != decoded:  # turned by 90 degrees: the size on disk turns with it
+        width, height = height, width
+    rgb = to_rgb(im)
+    if max_side and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    rgb.info[ORIGINAL_SIZE] = (width, height)
+    return rgb
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -56,4 +120,4 @@ def _from_array(array: np.ndarray) -> Image.Image:
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
             raise ImageLoadError(f"array image must be uint8 or finite floats in 0..1, got {array.dtype}")
         array = (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    return Image.fromarray(array).convert("RGB")
+    return to_rgb(Image.fromarray(array))

@@ -56,15 +56,17 @@ class PostProcess:
 
     def _one(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         num_queries = scores.shape[1]
-        flat = scores.flatten()  # [P*Q]
+        region_boxes = normalized_to_pixels(boxes.clone(), *size)  # [P, 4]
+        # Regions wholly in the padding (or NaN, or inverted) have no area once clipped: never candidates,
+        # so that with a large vocabulary they cannot fill the top-k and crowd out the real ones.
+        valid = torch.zeros(len(region_boxes), dtype=torch.bool, device=scores.device)
+        valid[remove_small_boxes(region_boxes, 0.5)] = True
+        flat = scores.masked_fill(~valid[:, None], -1.0).flatten()  # [P*Q]; NaN scores fail the threshold below
         keep = torch.nonzero(flat >= self.score_threshold).squeeze(1)
         if keep.numel() > self.topk_candidates:
             keep = keep[flat[keep].topk(self.topk_candidates).indices]
         region, label = keep // num_queries, keep % num_queries
-        det_scores, det_boxes = flat[keep], normalized_to_pixels(boxes[region].clone(), *size)
-        # Boxes that fall wholly in the padding collapse to zero area when clipped: drop them.
-        inside = remove_small_boxes(det_boxes, 0.5)
-        det_scores, det_boxes, label = det_scores[inside], det_boxes[inside], label[inside]
+        det_scores, det_boxes = flat[keep], region_boxes[region]
         if self.nms_threshold is not None and keep.numel():
             if self.class_agnostic:
                 kept = nms(det_boxes, det_scores, self.nms_threshold)

@@ -51,3 +51,17 @@ def test_vit_tower_refuses_crop_rescoring_with_a_clear_error(tiny_clip_dir):
     det = Detector.from_clip(str(tiny_clip_dir), image_size=32)
     with pytest.raises(ValueError, match="encode_crops"):
         det.set_rescore({"topk": 4})
+
+
+def test_reference_names_compete_but_are_not_reported():
+    pixels, out = _scene()
+    rescorer = CropRescorer(topk=2, weight=1.0, context=0.0, logit_scale=20.0, reference=["Red ", "green"])
+    red = torch.eye(3)[:1]  # one query: "red"
+    alone = rescorer(FakeTower(), pixels, out, red)  # [1, 3, 1]
+    # A single query wins every crop with probability 1, the green square's included ...
+    assert torch.allclose(alone[0, :2].sigmoid(), torch.ones(2, 1), atol=1e-5)
+    # ... until the other reference colour competes: the green crop now scores low, the red one stays high.
+    with_ref = rescorer(FakeTower(), pixels, out, red, torch.eye(3)[1:2])
+    assert with_ref.shape == (1, 3, 1)
+    assert with_ref[0, 0, 0].sigmoid() > 0.9 and with_ref[0, 1, 0].sigmoid() < 0.1
+    assert rescorer.competitors(["red", "blue"]) == ["green"]  # an asked name is not its own competitor

@@ -152,3 +152,30 @@ def test_crop_rescoring_settings_survive_save_and_load(clip_dir, tmp_path):
     b = back.detect(image, ["star", "circle"], threshold=0.0, max_detections=5)[0]
     assert [d.to_dict() for d in a] == [d.to_dict() for d in b]
     assert len({tuple(d.box) for d in a}) <= 8  # only the top-k regions carry scores
+
+
+def test_stride16_grid_keeps_the_coarse_tokens_and_adds_layer3(clip_dir, tmp_path):
+    folder, _ = clip_dir
+    coarse = load_clip(folder).backbone
+    fine = load_clip(folder).backbone
+    fine.set_feature_stride(16)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        c3, fmap = fine.feature_maps(x)
+        feats = fine(x)
+        pool = fine.vision.attnpool
+        proj = pool.c_proj(pool.v_proj(fmap.flatten(2).transpose(1, 2)))  # [B, 16, E]
+    assert feats.grid == (8, 8) and feats.tokens.shape == (2, 64, 24 + c3.shape[1]) and fine.width == 24 + c3.shape[1]
+    # Before the LayerNorm, each fine cell carries its parent coarse cell's token and its own layer3 channels.
+    raw = torch.cat([torch.nn.functional.interpolate(proj.transpose(1, 2).reshape(2, 24, 4, 4), size=(8, 8)), c3], 1)
+    expected = fine.merge_norm(raw.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(feats.tokens, expected)
+    assert coarse(x).grid == (4, 4)
+    with pytest.raises(ValueError, match="feature_stride"):
+        fine.set_feature_stride(8)
+    det = Detector.from_clip(str(folder), image_size=128, feature_stride=16)
+    det.save_pretrained(tmp_path / "det")
+    again = Detector.from_pretrained(tmp_path / "det")
+    assert again.backbone.feature_stride == 16
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, det.encode_queries(["star"]))["pred_boxes"], det(x, det.encode_queries(["star"]))["pred_boxes"])

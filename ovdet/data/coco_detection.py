@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import warnings
 from collections import Counter
@@ -14,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
+from ovdet.data.coco_validation import load_coco
 from ovdet.data.vocabulary import QuerySampler
 from ovdet.evaluation.splits import Split, load_split
 from ovdet.image_io import load_image
@@ -43,7 +41,9 @@ class CocoDetection(Dataset):
     The OVR-CNN protocol: with `categories="base"` only base boxes are kept; novel objects
     stay in the pixels unannotated, and their images stay in the set. Crowd boxes are left
     out of the targets (as DETR does). Boxes that stick out of their image are clipped, and
-    degenerate, malformed or outside ones dropped, with one warning that counts them.
+    degenerate, malformed or outside ones dropped, with one warning that counts them. A json
+    that cannot be trusted (duplicate image ids, ...) or images missing from `images` are refused
+    in one ValueError (see `ovdet.data.coco_validation`).
 
     Args:
         annotations: COCO instances json (LVIS images without `file_name` use their `coco_url`'s
@@ -86,8 +86,7 @@ class CocoDetection(Dataset):
             raise ValueError(f"annotation file '{annotations}' not found; give a COCO instances json")
         if not images.is_dir():
             raise ValueError(f"image folder '{images}' not found; give the folder the json's file_name are relative to")
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO(str(annotations))
+        self.coco, cleaned = load_coco(annotations)  # malformed files are refused here, in one line
         cats = sorted(self.coco.dataset.get("categories", []), key=lambda c: c["id"])
         self.split = resolve_split(cats, split, base_names)
         groups = {c["id"]: group_of(self.split, c["name"]) for c in cats}
@@ -100,7 +99,7 @@ class CocoDetection(Dataset):
         self.transform = transform
         self.source = annotations
         kept = {self.name_to_id[n] for n in vocabulary}
-        self.records, self.stats = self._build_records(images, kept, keep_negatives, min_box_size)
+        self.records, self.stats = self._build_records(images, kept, keep_negatives, min_box_size, cleaned)
         self.reseed(seed)
 
     def __len__(self) -> int:
@@ -116,7 +115,7 @@ class CocoDetection(Dataset):
         """One sample: `pixel_values` [3, S, S], `boxes_cxcywh` [N, 4] (0..1 of the square), `labels` [N]
         (index into `queries`), `queries`, `query_category_ids`, `image_id`, `orig_size` (w, h)."""
         rec = self.records[index]
-        image = np.asarray(load_image(rec.path))  # [H, W, 3] uint8
+        image = np.asarray(load_image(rec.path, max_side=None))  # [H, W, 3] uint8, every pixel: boxes are in them
         if image.shape[:2] != (rec.height, rec.width):
             raise ValueError(
                 f"image '{rec.path}' is {image.shape[1]}x{image.shape[0]} but the json says {rec.width}x{rec.height}; "
@@ -152,8 +151,8 @@ class CocoDetection(Dataset):
         }
 
     # ---- building --------------------------------------------------------------------------
-    def _build_records(self, images: Path, kept: set[int], keep_negatives: bool, min_size: float):
-        counts: Counter = Counter()
+    def _build_records(self, images: Path, kept: set[int], keep_negatives: bool, min_size: float, cleaned: Counter):
+        counts: Counter = Counter(cleaned)
         per_image: dict[int, tuple[list, list]] = {img_id: ([], []) for img_id in self.coco.imgs}
         sizes = {img_id: _image_size(info, images) for img_id, info in self.coco.imgs.items()}
         names = {c["id"]: c["name"] for c in self.coco.dataset.get("categories", [])}
@@ -189,6 +188,12 @@ class CocoDetection(Dataset):
                 f"'{self.source}' has no image with a box of {self.categories} categories; "
                 "check the split, or set keep_negatives=true"
             )
+        missing = [r.path for r in records if not r.path.is_file()]
+        if missing:  # found now, in one line, not as a crash in a DataLoader worker hours into training
+            raise ValueError(
+                f"{len(missing)} of {len(records)} images of '{self.source}' are not under '{images}' "
+                f"(first: '{missing[0]}'); pass the folder that holds the json's file_name paths"
+            )
         self._warn(counts)
         counts["images"] = len(records)
         counts["negatives"] = sum(1 for r in records if not r.names)
@@ -197,11 +202,12 @@ class CocoDetection(Dataset):
     def _warn(self, counts: Counter) -> None:
         bad = {k: counts[k] for k in ("degenerate", "outside the image", "malformed", "unknown image or category")}
         dropped = sum(bad.values())
-        if dropped or counts["clipped"]:
+        if dropped or counts["clipped"] or counts["renumbered"]:
             detail = ", ".join(f"{v} {k}" for k, v in bad.items() if v)
+            renumbered = f"; gave {counts['renumbered']} annotations a new unique id" if counts["renumbered"] else ""
             warnings.warn(
                 f"{self.source}: clipped {counts['clipped']} boxes to their image and dropped {dropped}"
-                f"{f' ({detail})' if detail else ''}",
+                f"{f' ({detail})' if detail else ''}{renumbered}",
                 stacklevel=3,
             )
 

@@ -81,7 +81,8 @@ def _load_hf_clip(name: str, trainable_layers: int) -> LoadedCLIP:
         )
     hf_logging.disable_progress_bar()  # one line per model load is noise in a CLI
     try:
-        model = CLIPModel.from_pretrained(name)
+        # SDPA: PyTorch's fused attention kernels (flash / memory-efficient on GPU, fused on CPU).
+        model = CLIPModel.from_pretrained(name, attn_implementation="sdpa")
     except (OSError, ValueError) as err:
         raise ModelNotAvailableError(
             f"model '{name}' is not available offline (no model hub can be reached and it is not in the local cache); "

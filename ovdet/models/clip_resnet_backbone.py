@@ -10,6 +10,13 @@ from ovdet.models.backbone import DenseFeatures, VisionBackbone
 
 DENSE_MODES = ("proj", "raw")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
+FEATURE_STRIDES = (16, 32)
+
+
+def _stage_channels(stage: nn.Module) -> int:
+    """Output channels of a ResNet stage (its last Bottleneck's last conv, times the expansion)."""
+    block = stage[-1]
+    return block.conv3.out_channels if hasattr(block, "conv3") else block.bn2.num_features
 
 
 class CLIPResNetBackbone(VisionBackbone):
@@ -31,6 +38,9 @@ class CLIPResNetBackbone(VisionBackbone):
             and the attention pool.
         dense: "proj" or "raw", see above.
         global_merge: multiply tokens by the global image embedding (needs dense="proj").
+        feature_stride: 32 uses the last feature map alone; 16 gives a twice finer region grid whose
+            tokens join the raw layer3 channels to the (upsampled) layer4 tokens, so small objects
+            get their own cells and boxes are regressed from finer detail.
     """
 
     def __init__(
@@ -41,6 +51,7 @@ class CLIPResNetBackbone(VisionBackbone):
         trainable_layers: int = 0,
         dense: str = "proj",
         global_merge: bool = False,
+        feature_stride: int = 32,
     ):
         super().__init__()
         if dense not in DENSE_MODES:
@@ -48,17 +59,26 @@ class CLIPResNetBackbone(VisionBackbone):
         if global_merge and dense != "proj":
             raise ValueError("global_merge multiplies by the pooled embedding, so it needs dense='proj'")
         self.vision = vision_model
-        pool = vision_model.attnpool
         self.dense = dense
         self.global_merge = global_merge
-        self.width = pool.c_proj.out_features if dense == "proj" else pool.v_proj.in_features
-        self.stride = 32
+        self.stride = 32  # the input side must be a multiple of the tower's full stride
         size = vision_model.image_size
         self.default_image_size = size if isinstance(size, int) else int(size[0])
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
-        self.merge_norm = nn.LayerNorm(self.width)
+        self.set_feature_stride(feature_stride)
         self.set_trainable_layers(trainable_layers)
+
+    def set_feature_stride(self, feature_stride: int) -> None:
+        """Choose the region grid (16 or 32); resets the token LayerNorm, whose width follows."""
+        if feature_stride not in FEATURE_STRIDES:
+            raise ValueError(f"feature_stride must be one of {FEATURE_STRIDES}, got {feature_stride!r}")
+        pool = self.vision.attnpool
+        self.width = pool.c_proj.out_features if self.dense == "proj" else pool.v_proj.in_features
+        if feature_stride == 16:
+            self.width += _stage_channels(self.vision.layer3)
+        self.feature_stride = feature_stride
+        self.merge_norm = nn.LayerNorm(self.width)
 
     def set_trainable_layers(self, n: int) -> None:
         """Freeze the tower except its last `n` stages (and the attention pool if n > 0)."""
@@ -79,10 +99,15 @@ class CLIPResNetBackbone(VisionBackbone):
         """CLIP's pooled image embedding of object crops: [N, 3, c, c] -> [N, E] (for re-scoring)."""
         return self.vision(crops)
 
+    def feature_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last two ResNet stages: [B, 3, S, S] -> ([B, C3, S/16, S/16], [B, C, S/32, S/32])."""
+        v = self.vision
+        c3 = v.layer3(v.layer2(v.layer1(v.stem(pixel_values))))
+        return c3, v.layer4(c3)
+
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The last ResNet stage: [B, 3, S, S] -> [B, C, S/32, S/32]."""
-        v = self.vision
-        return v.layer4(v.layer3(v.layer2(v.layer1(v.stem(pixel_values)))))
+        return self.feature_maps(pixel_values)[1]
 
     def global_embedding(self, fmap: torch.Tensor) -> torch.Tensor:
         """CLIP's pooled image embedding [B, E] at any grid size (positional embedding interpolated)."""
@@ -113,11 +138,17 @@ class CLIPResNetBackbone(VisionBackbone):
             raise ValueError(
                 f"input must be square with a side divisible by the stride {self.stride}, got {tuple(pixel_values.shape[-2:])}"
             )
-        fmap = self.feature_map(pixel_values)  # [B, C, h, w]
+        c3, fmap = self.feature_maps(pixel_values)  # [B, C3, 2h, 2w], [B, C, h, w]
+        h, w = fmap.shape[-2:]
         tokens = fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
         if self.dense == "proj":
             pool = self.vision.attnpool
             tokens = pool.c_proj(pool.v_proj(tokens))  # [B, h*w, E]
         if self.global_merge:
             tokens = tokens * self.global_embedding(fmap)[:, None]  # [B, h*w, E]
-        return DenseFeatures(tokens=self.merge_norm(tokens), grid=tuple(fmap.shape[-2:]))
+        if self.feature_stride == 16:
+            coarse = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)  # [B, E, h, w]
+            coarse = F.interpolate(coarse, size=c3.shape[-2:], mode="nearest")  # [B, E, 2h, 2w]
+            h, w = c3.shape[-2:]
+            tokens = torch.cat([coarse, c3], 1).flatten(2).transpose(1, 2)  # [B, h*w, E + C3] on the finer grid
+        return DenseFeatures(tokens=self.merge_norm(tokens), grid=(h, w))

@@ -23,16 +23,40 @@ class CropRescorer:
         weight: w, the share of the CLIP crop probability in the geometric mean.
         context: fraction of the box size added on every side (CLIP saw objects with a margin).
         logit_scale: CLIP's learnt temperature for the softmax over queries.
+        reference: names that always compete in the softmax without being reported (e.g. the
+            training vocabulary). Without them a single query wins every crop with probability 1;
+            with them, "star" alone must still beat "circle" on a circle's crop.
     """
 
-    def __init__(self, topk: int = 32, weight: float = 0.5, context: float = 0.2, logit_scale: float = 100.0):
+    def __init__(
+        self,
+        topk: int = 32,
+        weight: float = 0.5,
+        context: float = 0.2,
+        logit_scale: float = 100.0,
+        reference: list[str] | None = None,
+    ):
         if topk < 1 or not 0.0 <= weight <= 1.0 or context < 0:
             raise ValueError(f"need topk >= 1, 0 <= weight <= 1, context >= 0; got {topk}, {weight}, {context}")
         self.topk, self.weight, self.context, self.logit_scale = topk, weight, context, logit_scale
+        self.reference = [str(name) for name in reference or []]
+
+    def competitors(self, queries: list[str]) -> list[str]:
+        """Reference names that are not already among the queries (compared case- and space-insensitively)."""
+        asked = {q.strip().lower() for q in queries}
+        return [name for name in self.reference if name.strip().lower() not in asked]
 
     @torch.no_grad()
-    def __call__(self, backbone, pixel_values: torch.Tensor, outputs: dict, query_embeds: torch.Tensor) -> torch.Tensor:
-        """New logits [B, P, Q] from `pred_boxes` [B, P, 4], `objectness` [B, P] and queries [Q, E]."""
+    def __call__(
+        self,
+        backbone,
+        pixel_values: torch.Tensor,
+        outputs: dict,
+        query_embeds: torch.Tensor,
+        reference_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """New logits [B, P, Q] from `pred_boxes` [B, P, 4], `objectness` [B, P] and queries [Q, E];
+        `reference_embeds` [R, E] join the softmax and are dropped from the result."""
         boxes, objectness = outputs["pred_boxes"].float(), outputs["objectness"].float()
         b, p, _ = boxes.shape
         k = min(self.topk, p)
@@ -45,7 +69,10 @@ class CropRescorer:
         crop = backbone.crop_size
         crops = roi_align(pixel_values.float(), list(rois), output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
         embeds = torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1)  # [B*K, E]
-        probs = (self.logit_scale * embeds @ query_embeds.float().T).softmax(-1).view(b, k, -1)  # [B, K, Q]
+        q = query_embeds.shape[0]
+        if reference_embeds is not None:
+            query_embeds = torch.cat([query_embeds, reference_embeds.to(query_embeds)])  # [Q + R, E]
+        probs = (self.logit_scale * embeds @ query_embeds.float().T).softmax(-1)[:, :q].reshape(b, k, q)  # [B, K, Q]
         obj = torch.gather(objectness, 1, top).sigmoid()[..., None]  # [B, K, 1]
         score = (obj ** (1 - self.weight) * probs**self.weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
         logits = torch.full((b, p, probs.shape[-1]), MASKED_LOGIT, device=boxes.device)

@@ -8,18 +8,30 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ovdet.errors import ModelNotAvailableError
-from ovdet.image_io import load_image
+from ovdet.image_io import load_image, original_size
 from ovdet.models.clip_loader import LoadedCLIP, load_clip
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detection import Detection
+from ovdet.models.exemplar import encode_exemplars, exemplar_labels
 from ovdet.models.head import DetectionHead
+from ovdet.models.model_folder import (
+    check_state,
+    file_checksums,
+    load_weights,
+    one_line_errors,
+    read_config,
+    refuse_pickled_weights,
+    verify_checksums,
+)
+from ovdet.models.negative_queries import drop_vetoed, negative_veto
 from ovdet.models.text_encoder import TextEncoder, validate_queries
 from ovdet.postprocess import PostProcess
 from ovdet.preprocess import ImagePreprocessor
+from ovdet.text.templates import resolve_templates
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -38,12 +50,24 @@ class Detector(nn.Module):
         info: free metadata saved in config.json (e.g. `untrained`, training recipe).
         rescore: CropRescorer settings (`topk`, `weight`, `context`) to classify the best regions
             by their CLIP-encoded crops; None scores with the head alone.
+        feature_stride: region grid of towers that offer a choice (ResNet: 16 or 32); None keeps
+            the tower's own.
     """
 
     def __init__(
-        self, clip: LoadedCLIP, image_size: int, box_layers: int = 3, info: dict | None = None, rescore: dict | None = None
+        self,
+        clip: LoadedCLIP,
+        image_size: int,
+        box_layers: int = 3,
+        info: dict | None = None,
+        rescore: dict | None = None,
+        feature_stride: int | None = None,
     ):
         super().__init__()
+        if feature_stride is not None and feature_stride != getattr(clip.backbone, "feature_stride", feature_stride):
+            clip.backbone.set_feature_stride(feature_stride)
+        elif feature_stride is not None and not hasattr(clip.backbone, "feature_stride"):
+            raise ValueError(f"{type(clip.backbone).__name__} has a fixed region grid; drop feature_stride={feature_stride}")
         if image_size <= 0 or image_size % clip.backbone.stride:
             raise ValueError(
                 f"image_size={image_size} must be a positive multiple of the backbone stride {clip.backbone.stride}"
@@ -77,6 +101,7 @@ class Detector(nn.Module):
         trainable_layers: int = 0,
         box_layers: int = 3,
         rescore: dict | None = None,
+        feature_stride: int | None = None,
     ) -> "Detector":
         """A detector with a fresh (untrained) head on a CLIP hub id or folder; Hydra builds this.
 
@@ -84,7 +109,7 @@ class Detector(nn.Module):
         """
         loaded = load_clip(clip, trainable_layers)
         size = image_size or loaded.backbone.default_image_size
-        return cls(loaded, size, box_layers, info={"untrained": True}, rescore=rescore)
+        return cls(loaded, size, box_layers, info={"untrained": True}, rescore=rescore, feature_stride=feature_stride)
 
     @property
     def device(self) -> torch.device:
@@ -95,8 +120,60 @@ class Detector(nn.Module):
         return bool(self.info.get("untrained", False))
 
     def encode_queries(self, queries: list[str], templates="single", reduce: bool = True) -> torch.Tensor:
-        """L2-normalised query embeddings, [Q, E] (or [T, Q, E] with reduce=False); cached."""
+        """L2-normalised query embeddings, [Q, E] (or [T, Q, E] with reduce=False); cached in memory,
+        and pre-filled from disk by `load_vocab` (a file of `ovdet embed-vocab`). Do not modify in place."""
         return self.text_encoder.encode(queries, templates, reduce=reduce)
+
+    def load_vocab(self, path) -> list[str]:
+        """Pre-fill the text cache from an `ovdet embed-vocab` file; returns its names. A file made
+        with another model is refused (ValueError)."""
+        return self.text_encoder.load_vocab(path).names
+
+    # ---- speed: precision and compilation (answers unchanged within bf16 rounding) -----------
+    precision = "fp32"  # what the vision tower runs in now; see set_precision
+    _fp32_vision: dict | None = None  # the fp32 weights kept aside while the tower runs in bf16
+
+    def set_precision(self, precision: str = "auto") -> str:
+        """Run the vision tower in "bf16" or "fp32"; "auto" picks bf16 only where it is faster
+        (see `ovdet.models.precision.resolve_precision`). Call after moving the model to its device.
+
+        bf16 casts the frozen tower's weights once (a per-call autocast would recast 88M weights on
+        every image) and keeps the fp32 ones aside, so "fp32" restores them exactly. The head, the
+        text tower and every output stay fp32. Returns the precision now in force.
+        """
+        from ovdet.models.clip_resnet_backbone import CLIPResNetBackbone
+        from ovdet.models.precision import resolve_precision
+
+        kind = "resnet" if isinstance(self.backbone, CLIPResNetBackbone) else "vit"
+        resolved = resolve_precision(precision, self.device, kind)
+        vision = self.backbone.vision
+        if resolved == "bf16" and any(p.requires_grad for p in vision.parameters()):
+            if precision != "auto":
+                raise ValueError("bf16 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
+            resolved = "fp32"
+        if resolved == "bf16" and self._fp32_vision is None:
+            self._fp32_vision = dict(vision.state_dict())  # the fp32 tensors themselves, not copies
+            vision.to(torch.bfloat16)
+            self._bf16_hook = vision.register_forward_pre_hook(_cast_floats_bf16, with_kwargs=True)
+        elif resolved == "fp32" and self._fp32_vision is not None:
+            self._bf16_hook.remove()
+            vision.to(torch.float32).load_state_dict(self._fp32_vision)
+            self._fp32_vision = None
+        self.precision = resolved
+        return resolved
+
+    def set_compile(self, enabled: bool = True, **options) -> None:
+        """Compile the vision backbone with `torch.compile` (`options`: mode, dynamic, ...), or undo it.
+
+        In place (`nn.Module.compile`), so weights and state_dict keys are unchanged. The first
+        call per input shape pays the compilation (tens of seconds to minutes on a CPU). Call it
+        after `set_precision`: with `options={"freezing": True}` (weights folded in as constants,
+        fastest on CPU) later weight changes are not seen.
+        """
+        if enabled:
+            self.backbone.compile(**options)
+        else:
+            self.backbone._compiled_call_impl = None
 
     def forward(
         self,
@@ -106,32 +183,81 @@ class Detector(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """pixel_values [B, 3, S, S]; query_embeds [Q, E] or [B, Q, E]; returns the output contract
         (`pred_boxes` [B, P, 4], `logits` [B, P, Q], `objectness` [B, P], `region_embeds` [B, P, E])."""
-        feats = self.backbone(pixel_values)
-        return self.head(feats.tokens, feats.grid, query_embeds, query_mask)
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                feats = self.backbone(pixel_values)
+            tokens = feats.tokens.float()  # [B, P, D]: the head and the scores stay fp32
+        else:
+            feats = self.backbone(pixel_values)
+            tokens = feats.tokens
+        return self.head(tokens, feats.grid, query_embeds, query_mask)
 
     @torch.inference_mode()
-    def predict(self, pixel_values: torch.Tensor, queries: list[str], templates="single", template_mode="embed"):
+    def predict(
+        self,
+        pixel_values: torch.Tensor,
+        queries: list[str],
+        templates="single",
+        template_mode="embed",
+        query_embeds: torch.Tensor | None = None,
+        negatives: list[str] | None = None,
+    ):
         """Forward with text queries; `template_mode="logit"` averages logits over templates (OWL-ViT).
 
         With crop re-scoring on, crops are compared with the template-averaged query embeddings
-        whatever the mode (CLIP's own zero-shot recipe).
+        whatever the mode (CLIP's own zero-shot recipe). `query_embeds` [X, E] (image exemplars,
+        `encode_exemplars`) are scored after the texts: `logits` is [B, P, Q + X]. `negatives` are
+        scored jointly with those and only add `negative_veto` [B, P, Q + X] (see negative_queries).
         """
         if template_mode not in ("embed", "logit"):
             raise ValueError(f"template_mode must be 'embed' or 'logit', got {template_mode!r}")
         pixel_values = pixel_values.to(self.device)
+        negatives = list(negatives or [])
         if self.rescorer is not None:
-            query_embeds = self.encode_queries(queries, templates)
-            out = self(pixel_values, query_embeds)
-            out["logits"] = self.rescorer(self.backbone, pixel_values, out, query_embeds)
+            positives = self._query_bank(queries, templates, query_embeds)  # [Q + X, E]
+            out = self(pixel_values, positives)
+            reference = self._reference_embeds([*queries, *negatives], templates)  # [R, E] or None
+            out["logits"] = self.rescorer(self.backbone, pixel_values, out, positives, reference)
+            if negatives:
+                joint = torch.cat([positives, self.encode_queries(negatives, templates)])  # [Q + X + N, E]
+                joint_logits = self.rescorer(self.backbone, pixel_values, out, joint, reference)  # [B, P, Q + X + N]
+                out["negative_veto"] = negative_veto(joint_logits, len(positives))
             return out
         if template_mode == "embed":
-            return self(pixel_values, self.encode_queries(queries, templates))
-        per_template = self.encode_queries(queries, templates, reduce=False)  # [T, Q, E]
-        t, q, e = per_template.shape
-        out = self(pixel_values, per_template.reshape(t * q, e))
-        b, p, _ = out["logits"].shape
-        out["logits"] = out["logits"].view(b, p, t, q).mean(2)  # [B, P, Q]
+            out = self(pixel_values, self._query_bank(queries, templates, query_embeds, negatives))
+        else:
+            per_template = self._query_bank(queries, templates, query_embeds, negatives, reduce=False)  # [T, Q, E]
+            t, q, e = per_template.shape
+            out = self(pixel_values, per_template.reshape(t * q, e))
+            b, p, _ = out["logits"].shape
+            out["logits"] = out["logits"].view(b, p, t, q).mean(2)  # [B, P, Q]
+        if negatives:
+            num_positive = out["logits"].shape[-1] - len(negatives)
+            out["negative_veto"] = negative_veto(out["logits"], num_positive)  # [B, P, Q + X]
+            out["logits"] = out["logits"][..., :num_positive]
         return out
+
+    def _reference_embeds(self, asked: list[str], templates) -> torch.Tensor | None:
+        """The re-scorer's reference names that nobody asked for, embedded: [R, E], or None."""
+        names = self.rescorer.competitors(asked)
+        return self.encode_queries(names, templates) if names else None
+
+    def _query_bank(self, queries, templates, query_embeds=None, negatives=(), reduce: bool = True) -> torch.Tensor:
+        """Texts, then image exemplars, then negative texts: [Q + X + N, E] (or [T, Q + X + N, E])."""
+        parts = [self.encode_queries(list(queries), templates, reduce=reduce)] if len(queries) else []
+        if query_embeds is not None and len(query_embeds):
+            extra = query_embeds.to(self.device, torch.float32)  # [X, E], one embedding for every template
+            parts.append(extra if reduce else extra.expand(len(resolve_templates(templates)), -1, -1))
+        if negatives:
+            parts.append(self.encode_queries(list(negatives), templates, reduce=reduce))
+        if not parts:
+            raise ValueError("no queries: give at least one text query or image exemplar")
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+
+    def encode_exemplars(self, exemplars) -> torch.Tensor:
+        """Image exemplars [(image, (x1, y1, x2, y2) pixels), ...] -> query embeddings [X, E] (one-shot
+        detection): CLIP's crop embedding with crop re-scoring, else the best region's head embedding."""
+        return encode_exemplars(self, exemplars)
 
     def detect(
         self,
@@ -143,27 +269,44 @@ class Detector(nn.Module):
         templates="single",
         template_mode: str = "embed",
         batch_size: int = 8,
+        negatives: list[str] | None = None,
+        exemplars: list[tuple] | None = None,
     ) -> list[list[Detection]]:
         """Detect free-text queries in images (paths, PIL images or numpy arrays, or one of them).
 
-        Returns, per image, detections sorted by score with boxes in original pixels.
+        `exemplars`: (image, (x1, y1, x2, y2) pixels) pairs, each one more query, named "exemplar i"
+        (queries may then be empty). `negatives`: texts that drop a detection whose region matches
+        them at least as well as its own query. Returns, per image, detections sorted by score with
+        boxes in original pixels; labels index the queries, then the exemplars.
         """
         if not isinstance(images, (list, tuple)):
             images = [images]
-        queries = validate_queries(queries)
+        queries = validate_queries(queries) if queries or not exemplars else []
+        negatives = validate_queries(negatives) if negatives else []
         post = PostProcess(score_threshold=threshold, nms_threshold=nms, max_detections=max_detections)
         results: list[list[Detection]] = []
         self.eval()
+        exemplar_embeds = self.encode_exemplars(exemplars) if exemplars else None
+        labels = queries + exemplar_labels(len(exemplars or []))
         for start in range(0, len(images), batch_size):
             pil = [load_image(im) for im in images[start : start + batch_size]]
-            out = self.predict(self.preprocessor(pil), queries, templates, template_mode)
-            for dets in post(out, [im.size for im in pil]):
-                results.append(
-                    [
-                        Detection([round(v, 2) for v in box.tolist()], round(float(s), 4), int(l), queries[int(l)])
-                        for box, s, l in zip(dets["boxes"], dets["scores"], dets["labels"])
-                    ]
-                )
+            out = self.predict(self.preprocessor(pil), queries, templates, template_mode, exemplar_embeds, negatives)
+            results += self.to_detections(out, [original_size(im) for im in pil], labels, post)  # file's pixels
+        return results
+
+    @staticmethod
+    def to_detections(out: dict, sizes: list[tuple[int, int]], labels: list[str], post: PostProcess):
+        """`predict` outputs -> per-image lists of Detections (the demo re-filters kept outputs with it)."""
+        results = []
+        for i, dets in enumerate(post(out, sizes)):
+            if "negative_veto" in out:
+                dets = drop_vetoed(dets, out["pred_boxes"][i], out["negative_veto"][i], sizes[i])
+            results.append(
+                [
+                    Detection([round(v, 2) for v in box.tolist()], round(float(s), 4), int(l), labels[int(l)])
+                    for box, s, l in zip(dets["boxes"], dets["scores"], dets["labels"])
+                ]
+            )
         return results
 
     # ---- persistence -------------------------------------------------------------------------
@@ -180,6 +323,7 @@ class Detector(nn.Module):
             "box_layers": self.box_layers,
             "trainable_layers": getattr(self.backbone, "trainable_layers", 0),
             "rescore": self.rescore,
+            "feature_stride": getattr(self.backbone, "feature_stride", None),
             "info": self.info,
         }
 
@@ -198,7 +342,8 @@ class Detector(nn.Module):
                 self.clip.save(tmp / CLIP_DIR, dtype=dtype)
             state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.head_state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME))
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config(clip_path), indent=2))
+            config = {**self.config(clip_path), "checksums": file_checksums(tmp)}  # verified by from_pretrained
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
             _make_readable(tmp)  # mkdtemp is private (0700); a saved model is for everyone to read
             if path.exists():
                 shutil.rmtree(path)
@@ -209,28 +354,43 @@ class Detector(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, trainable_layers: int | None = None) -> "Detector":
-        """Load an ovdet folder; a plain CLIP id or folder gives a detector with an untrained head."""
+        """Load an ovdet folder; a plain CLIP id or folder gives a detector with an untrained head.
+
+        Safetensors only; config.json keys, file checksums and weight shapes are checked first,
+        so a broken folder is one `ModelNotAvailableError` that names the file (see `model_folder`).
+        """
         path = Path(path)
-        config_file = path / CONFIG_NAME
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        if config.get("model_type") != "ovdet":
-            return cls.from_clip(str(path), trainable_layers=trainable_layers or 0)
+        config = read_config(path)
+        if config is None:
+            refuse_pickled_weights(path)
+            with one_line_errors(path):
+                return cls.from_clip(str(path), trainable_layers=trainable_layers or 0)
+        verify_checksums(path, config.get("checksums"))
         clip_ref = config["clip"]["path"]
         clip_path = path / clip_ref if (path / clip_ref).exists() else Path(clip_ref)
+        refuse_pickled_weights(clip_path)
         layers = config.get("trainable_layers", 0) if trainable_layers is None else trainable_layers
-        det = cls(
-            load_clip(str(clip_path), layers), config["image_size"], config.get("box_layers", 3), config.get("info"),
-            rescore=config.get("rescore"),
-        )
+        with one_line_errors(clip_path):
+            clip = load_clip(str(clip_path), layers)
+        try:
+            det = cls(clip, config["image_size"], config.get("box_layers", 3), config.get("info"),
+                      rescore=config.get("rescore"), feature_stride=config.get("feature_stride"))
+        except ValueError as err:
+            raise ModelNotAvailableError(f"'{path / CONFIG_NAME}' describes no valid model: {err}") from None
         weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise ModelNotAvailableError(f"model folder '{path}' has no {WEIGHTS_NAME}; was it saved completely?")
-        state = {k: v.float() for k, v in load_file(str(weights)).items()}
-        missing, unexpected = det.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith(_CLIP_PREFIXES)]
-        if missing or unexpected:
-            raise ModelNotAvailableError(f"'{weights}' does not match this model: missing {missing}, unexpected {unexpected}")
+        state = load_weights(weights)
+        check_state(det, state, weights, ignore=_CLIP_PREFIXES)
+        det.load_state_dict(state, strict=False)
         return det.eval()
+
+
+def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook of a bf16 tower: fp32 inputs from callers outside autocast (crop re-scoring) become bf16."""
+
+    def cast(x):
+        return x.to(torch.bfloat16) if torch.is_tensor(x) and x.is_floating_point() else x
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
 def _make_readable(folder: Path) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ovdet.models.text_tower import TextTower
 from ovdet.text.templates import resolve_templates
+from ovdet.text.tokenizer import warn_truncated
+from ovdet.text.vocab_cache import VocabCache, read_vocab_cache, write_vocab_cache
+
+STACKED_VOCABULARIES = 8  # stacked vocabularies kept by TextEncoder.encode (least recently used dropped)
+FINGERPRINT_SAMPLES = 4096  # values hashed per weight tensor
 
 
 class TextEncoder(nn.Module):
@@ -27,6 +35,9 @@ class TextEncoder(nn.Module):
         self.tower = tower.eval().requires_grad_(False)
         self.batch_size = batch_size
         self._cache: dict[tuple[str, str, str], torch.Tensor] = {}
+        # Whole stacked vocabularies, so a fixed vocabulary costs a dict lookup per image, not Q stacks.
+        self._stacked: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._fingerprint: str | None = None
         self.tower_calls = 0
 
     @property
@@ -41,12 +52,44 @@ class TextEncoder(nn.Module):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._stacked.clear()
+
+    def fingerprint(self) -> str:
+        """A hash of the text tower's weights (sampled) and tokenizer: names the embedding space on disk."""
+        if self._fingerprint is None:
+            self._fingerprint = tower_fingerprint(self.tower)
+        return self._fingerprint
+
+    def save_vocab(self, path, names: list[str], templates="single", model: str = "") -> VocabCache:
+        """Encode `names` with every template and write them to `path` (see `ovdet.text.vocab_cache`)."""
+        names = validate_queries(names)
+        temps = resolve_templates(templates)
+        embeds = self.encode(names, temps, reduce=False).float().cpu()  # [T, Q, E]
+        cache = VocabCache(list(names), list(temps), embeds, self.fingerprint(), model or self.tower.identity)
+        write_vocab_cache(path, cache)
+        return cache
+
+    def load_vocab(self, path) -> VocabCache:
+        """Fill the cache from a file of `save_vocab`; refuse one made by a different text tower."""
+        cache = read_vocab_cache(path)
+        if cache.fingerprint != self.fingerprint():
+            raise ValueError(
+                f"vocabulary cache '{path}' was made with model '{cache.model}' (text fingerprint "
+                f"{cache.fingerprint[:12]}), not this one ('{self.tower.identity}', {self.fingerprint()[:12]}); "
+                f"re-run `ovdet embed-vocab --model {self.tower.identity} --out {path}`"
+            )
+        key = self.tower.identity
+        for t, template in enumerate(cache.templates):
+            for q, name in enumerate(cache.names):
+                self._cache[(key, template, name)] = cache.embeds[t, q]
+        return cache
 
     @torch.no_grad()
     def _fill_cache(self, prompts: list[tuple[str, str]]) -> None:
         """Run the tower on (template, text) pairs not yet cached."""
         key = self.tower.identity
         missing = sorted({p for p in prompts if (key, *p) not in self._cache})
+        warn_truncated([t.format(q) for t, q in missing], getattr(self.tower, "context_length", 77))  # once per text
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
             embeds = self.tower([t.format(q) for t, q in chunk])  # [n, E]
@@ -73,19 +116,51 @@ class TextEncoder(nn.Module):
         """
         queries = validate_queries(queries)
         temps = resolve_templates(templates)
-        self._fill_cache([(t, q) for t in temps for q in queries])
         key = self.tower.identity
+        device = next(self.tower.parameters()).device
+        memo_key = (key, temps, tuple(queries), reduce, str(device))
+        if memo_key in self._stacked:
+            self._stacked.move_to_end(memo_key)
+            return self._stacked[memo_key]  # shared: callers must not modify it in place
+        self._fill_cache([(t, q) for t in temps for q in queries])
         per_template = torch.stack(
             [torch.stack([self._cache[(key, t, q)] for q in queries]) for t in temps]
         )  # [T, Q, E]
-        device = next(self.tower.parameters()).device
-        if not reduce:
-            return per_template.to(device)
-        return F.normalize(per_template.mean(0), dim=-1).to(device)  # [Q, E]
+        out = per_template.to(device) if not reduce else F.normalize(per_template.mean(0), dim=-1).to(device)  # [Q, E]
+        self._stacked[memo_key] = out
+        if len(self._stacked) > STACKED_VOCABULARIES:
+            self._stacked.popitem(last=False)
+        return out
+
+
+def tower_fingerprint(tower: nn.Module) -> str:
+    """sha256 over each weight's name, shape and an evenly strided sample of its values, plus the tokenizer.
+
+    Sampling keeps this fast for a 63M-parameter tower while any retrained or different model
+    still changes it.
+    """
+    digest = hashlib.sha256(type(tower).__name__.encode())
+    digest.update(f"{type(getattr(tower, 'tokenizer', None)).__name__}:{getattr(tower, 'context_length', '')}".encode())
+    for name, tensor in tower.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+        sample = flat[::step][:FINGERPRINT_SAMPLES].float().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
+MAX_QUERY_CHARS = 2000  # longer queries are refused: CLIP's context holds a few hundred characters
 
 
 def validate_queries(queries) -> list[str]:
-    """Check a query list at the boundary: non-empty, strings, none blank."""
+    """Check a query list at the boundary; returns the queries stripped of outer whitespace.
+
+    Refused with a ValueError that names the culprit: an empty list, a non-string or blank query,
+    one over `MAX_QUERY_CHARS` (CLIP reads a few hundred characters at most), and duplicates:
+    detections are labelled by query position, so a repeated query would report every box twice
+    under two labels. Case variants ("Cat", "cat") are distinct queries.
+    """
     if isinstance(queries, str):
         queries = [queries]
     queries = list(queries)
@@ -93,5 +168,20 @@ def validate_queries(queries) -> list[str]:
         raise ValueError("the query list is empty; give at least one text query, e.g. -q 'red umbrella'")
     bad = [q for q in queries if not isinstance(q, str) or not q.strip()]
     if bad:
-        raise ValueError(f"queries must be non-empty strings, got {bad!r}")
-    return [q.strip() for q in queries]
+        raise ValueError(f"queries must be non-empty strings, got {bad[:5]!r}")
+    stripped = [q.strip() for q in queries]
+    long = [i for i, q in enumerate(stripped) if len(q) > MAX_QUERY_CHARS]
+    if long:
+        raise ValueError(
+            f"query {long[0]} is {len(stripped[long[0]])} characters long; CLIP reads at most a few hundred "
+            f"(its context is 77 tokens): shorten it to under {MAX_QUERY_CHARS} characters"
+        )
+    seen: dict[str, int] = {}
+    for i, q in enumerate(stripped):
+        if q in seen:
+            raise ValueError(
+                f"query {q!r} is given twice (positions {seen[q]} and {i}); give each query once, "
+                "since detections are labelled by query position"
+            )
+        seen[q] = i
+    return stripped

@@ -8,8 +8,12 @@ tokenizer is derived from it and never downloaded.
 from __future__ import annotations
 
 import gzip
+import warnings
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+
+from ovdet.errors import OvdetWarning
 
 # OpenAI CLIP: 49152 - 256 - 2 merges after the header line, then 512 byte tokens and 2 specials.
 _NUM_MERGES = 49152 - 256 - 2
@@ -60,3 +64,39 @@ def clip_tokenizer():
 def save_vocab_files(folder: str | Path) -> None:
     """Write `vocab.json` and `merges.txt` so a saved CLIP folder carries its own tokenizer."""
     clip_tokenizer().save_pretrained(str(folder))
+
+
+@lru_cache(maxsize=1)
+def _bpe():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def token_count(text: str) -> int:
+    """CLIP BPE tokens of `text`, the start and end tokens included (what a context must hold)."""
+    return len(_bpe().encode(text)) + 2
+
+
+def truncated_texts(texts: Iterable[str], context_length: int) -> list[str]:
+    """The texts that a tokenizer with this context cuts short.
+
+    A BPE token spans at least one UTF-8 byte, so a text of fewer bytes than the context cannot
+    overflow: only long texts are tokenised (10,000 short queries cost nothing here).
+    """
+    return [t for t in texts if len(t.lower().encode("utf-8")) + 2 > context_length and token_count(t) > context_length]
+
+
+def warn_truncated(texts: Iterable[str], context_length: int) -> list[str]:
+    """Warn (`OvdetWarning`) about texts longer than the context, which the tower truncates; returns them."""
+    long = truncated_texts(texts, context_length)
+    if long:
+        shown = ", ".join(repr(t[:60] + ("..." if len(t) > 60 else "")) for t in long[:3])
+        more = f" and {len(long) - 3} more" if len(long) > 3 else ""
+        warnings.warn(
+            f"{len(long)} text quer{'y is' if len(long) == 1 else 'ies are'} longer than the text tower's context of "
+            f"{context_length} tokens and cut to fit, so only the start is matched: {shown}{more}",
+            OvdetWarning,
+            stacklevel=3,
+        )
+    return long

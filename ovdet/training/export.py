@@ -9,6 +9,7 @@ import torch
 
 from ovdet.models.clip_loader import load_clip
 from ovdet.models.detector import Detector
+from ovdet.training.checkpoint import load_checkpoint
 from ovdet.training.module import DETECTOR_CONFIG_KEY, DetectionModule
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -49,13 +50,13 @@ def export_from_checkpoint(
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(f"checkpoint '{path}' not found")
-    # A Lightning checkpoint holds more than tensors (loop state, hyperparameters): only load your own.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     config = ckpt.get(DETECTOR_CONFIG_KEY) if isinstance(ckpt, dict) else None
     if config is None:
         raise ValueError(f"'{path}' is not an ovdet training checkpoint (no '{DETECTOR_CONFIG_KEY}' entry)")
     clip = load_clip(config["clip"]["path"], config.get("trainable_layers", 0))
-    detector = Detector(clip, config["image_size"], config.get("box_layers", 3), config.get("info"))
+    detector = Detector(clip, config["image_size"], config.get("box_layers", 3), config.get("info"),
+                        rescore=config.get("rescore"), feature_stride=config.get("feature_stride"))
     prefix = "detector."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     missing, unexpected = detector.load_state_dict(state, strict=False)

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from ovdet.losses.criterion import SetCriterion
 from ovdet.models.detector import Detector
+from ovdet.training.nonfinite import POLICIES, check_loss
 from ovdet.training.schedule import optimizers_config
 from ovdet.training.val_ap import ValidationAP
 
@@ -38,6 +39,8 @@ class DetectionModule(L.LightningModule):
         val_ap: computes `val/AP50_novel`, `val/AP50_base`, `val/AP50_all`, `val/AP` each
             validation epoch; None logs validation losses only.
         recipe: how the model was trained (the resolved config); saved in the exported model's info.
+        nonfinite_loss: on a NaN or infinite training loss, "stop" (raise `NonFiniteLossError`
+            naming the step; the last checkpoint stays the last good one) or "skip" the batch.
     """
 
     def __init__(
@@ -51,10 +54,15 @@ class DetectionModule(L.LightningModule):
         val_templates: str | Sequence[str] = "single",
         val_ap: ValidationAP | None = None,
         recipe: dict | None = None,
+        nonfinite_loss: str = "stop",
     ):
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        if nonfinite_loss not in POLICIES:
+            raise ValueError(f"nonfinite_loss must be one of {POLICIES}, got {nonfinite_loss!r}")
+        # Plain types only in hyper-parameters: checkpoints are loaded with weights_only=True.
+        val_templates = val_templates if isinstance(val_templates, str) else [str(t) for t in val_templates]
         if backbone_lr_scale < 0:
             raise ValueError(f"backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
         self.save_hyperparameters(ignore=["detector", "criterion", "optimizer", "scheduler", "val_ap"], logger=False)
@@ -67,6 +75,7 @@ class DetectionModule(L.LightningModule):
         self.val_templates = list(val_templates) if not isinstance(val_templates, str) else val_templates
         self.val_ap = val_ap
         self.recipe = dict(recipe or {})
+        self.nonfinite_loss = nonfinite_loss
 
     # ---- steps -------------------------------------------------------------------------------
     def query_embeddings(self, queries: list[list[str]], templates="single") -> torch.Tensor:
@@ -89,15 +98,18 @@ class DetectionModule(L.LightningModule):
         """(model outputs, losses with `loss` = the weighted total)."""
         query_embeds = self.query_embeddings(batch["queries"], templates)  # [B, Q, E]
         outputs = self.detector(batch["pixel_values"], query_embeds, batch["query_mask"])
+        if not bool(torch.isfinite(outputs["logits"]).all() & torch.isfinite(outputs["pred_boxes"]).all()):
+            # No matching on NaN outputs (it cannot): a NaN loss, which `nonfinite_loss` handles.
+            return outputs, {"loss": outputs["logits"].sum() * float("nan")}
         losses = self.criterion(outputs, batch["targets"])
         losses["loss"] = self.criterion.weighted_total(losses)
         return outputs, losses
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         # Training prompts already carry their (randomly drawn) template.
         _, losses = self.shared_step(batch, "single")
         self._log("train", losses, len(batch["image_ids"]), on_step=True)
-        return losses["loss"]
+        return check_loss(losses["loss"], self, batch_idx, self.nonfinite_loss)  # None: batch skipped
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         outputs, losses = self.shared_step(batch, self.val_templates)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
+
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from ovdet.training.checkpoint import unsafe_checkpoint_error
+
 RECIPE_KEYS = ("name", "seed", "model", "data", "module", "trainer")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, instantiate detector -> datamodule -> module -> trainer, and `fit` (resuming from
-    `ckpt_path` when set). Returns the trainer's final callback metrics."""
+    `ckpt_path` when set; `ckpt_path=last` resumes from the run folder's newest `last*.ckpt`, or
+    starts afresh when there is none, so one command both starts and resumes a run that has a
+    fixed folder, `hydra.run.dir=...`). Returns the trainer's final callback metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     detector = instantiate(cfg.model)
@@ -31,7 +37,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: a checkpoint holds tensors and plain containers only; one with pickled objects
+    # (code that would run on load) is refused instead of executed.
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise unsafe_checkpoint_error(cfg.get("ckpt_path"), err) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     rank_zero_info(f"final metrics: {metrics}")
     return metrics

@@ -1,0 +1,115 @@
+"""Read a COCO-format annotation json and check it before pycocotools indexes it.
+
+Two outcomes, by how much a problem spoils the file:
+- rejected with one ValueError that names the file and the record: not JSON, not an object,
+  no `images` / `categories` list, an image without an integer `id` or a file name, two images
+  or two categories with the same id, two categories with the same name, a non-positive size;
+  these make the boxes ambiguous (which file, which name?), so no guess is made;
+- cleaned, and counted: annotations that are not objects or lack an integer `image_id` /
+  `category_id` are dropped ("malformed"), missing or repeated annotation ids are renumbered.
+  `CocoDetection` adds these counts to its one warning, with the boxes it clips or drops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+from pycocotools.coco import COCO
+
+
+def load_coco(path: str | Path) -> tuple[COCO, Counter]:
+    """A pycocotools `COCO` of the checked json, and the counts of what cleaning changed."""
+    data, counts = read_coco_json(path)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco, counts
+
+
+def read_coco_json(path: str | Path) -> tuple[dict, Counter]:
+    """The parsed, checked and cleaned json; raises ValueError for a file that cannot be trusted."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"annotation file '{path}' is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"annotation file '{path}' holds a JSON {type(data).__name__}, not a COCO object")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"annotation file '{path}' has no '{key}' list; is it a COCO instances json?")
+    if not isinstance(data.get("annotations", []), list):
+        raise ValueError(f"annotation file '{path}': 'annotations' must be a list")
+    _check_images(data["images"], path)
+    _check_categories(data["categories"], path)
+    annotations, counts = _clean_annotations(data.get("annotations", []))
+    return {**data, "annotations": annotations}, counts
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_images(images: list, path: Path) -> None:
+    seen: dict[int, int] = {}
+    for i, img in enumerate(images):
+        if not isinstance(img, dict) or not _is_id(img.get("id")):
+            raise ValueError(f"annotation file '{path}': images[{i}] has no integer 'id' ({str(img)[:120]})")
+        if "file_name" not in img and "coco_url" not in img:
+            raise ValueError(f"annotation file '{path}': image {img['id']} has neither 'file_name' nor 'coco_url'")
+        for key in ("width", "height"):
+            value = img.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+                raise ValueError(
+                    f"annotation file '{path}': image {img['id']} has {key}={value!r}; give a positive number"
+                )
+        if img["id"] in seen:
+            raise ValueError(
+                f"annotation file '{path}': image id {img['id']} is used by images[{seen[img['id']]}] and images[{i}]; "
+                "its boxes cannot be assigned to one file: give each image its own id"
+            )
+        seen[img["id"]] = i
+
+
+def _check_categories(categories: list, path: Path) -> None:
+    ids: set[int] = set()
+    names: set[str] = set()
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _is_id(cat.get("id")) or not isinstance(cat.get("name"), str):
+            raise ValueError(
+                f"annotation file '{path}': categories[{i}] needs an integer 'id' and a 'name' ({str(cat)[:120]})"
+            )
+        if cat["id"] in ids:
+            raise ValueError(
+                f"annotation file '{path}': category id {cat['id']} is used twice; give each category its own id"
+            )
+        if cat["name"] in names:
+            raise ValueError(
+                f"annotation file '{path}': category name {cat['name']!r} is used twice; names are the text queries, "
+                "so each must be unique"
+            )
+        ids.add(cat["id"])
+        names.add(cat["name"])
+
+
+def _clean_annotations(annotations: list) -> tuple[list[dict], Counter]:
+    counts: Counter = Counter()
+    kept = [a for a in annotations
+            if isinstance(a, dict) and _is_id(a.get("image_id")) and _is_id(a.get("category_id"))]
+    counts["malformed"] = len(annotations) - len(kept)
+    used: set = set()
+    next_id = max([a["id"] for a in kept if _is_id(a.get("id"))], default=0) + 1
+    cleaned = []
+    for ann in kept:
+        if not _is_id(ann.get("id")) or ann["id"] in used:
+            ann = {**ann, "id": next_id}  # pycocotools indexes annotations by id: a repeat would hide a box
+            next_id += 1
+            counts["renumbered"] += 1
+        used.add(ann["id"])
+        cleaned.append(ann)
+    return cleaned, counts

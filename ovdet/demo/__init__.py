@@ -1,0 +1,1 @@
+"""The interactive demo (`ovdet demo`): a Gradio page over `ovdet.demo.callbacks`, which need no gradio."""

@@ -1,0 +1,111 @@
+"""Image exemplars as queries (one-shot detection): a box drawn on an image becomes a query embedding.
+
+Both kinds of exemplar embedding are L2-normalised and live in the text-embedding space, so they
+mix with text queries:
+- with crop re-scoring, queries are compared with CLIP crop embeddings, so the exemplar is CLIP's
+  embedding of its own crop, taken with the same context margin the re-scorer uses;
+- without, it is the head's region embedding of the best region inside the box (OWL-ViT's
+  image-conditioned detection): among the regions whose predicted box overlaps the drawn box
+  best, the most object-like one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_convert, box_iou, roi_align
+
+from ovdet.boxes import pixels_to_normalized
+from ovdet.image_io import load_image, original_size
+
+EXEMPLAR_LABEL = "exemplar {}"
+# OWL-ViT keeps every region within 80 % of the best IoU with the query box as a candidate.
+IOU_TOLERANCE = 0.8
+
+
+def exemplar_labels(count: int) -> list[str]:
+    """Names under which exemplar queries are reported: "exemplar 1", "exemplar 2", ..."""
+    return [EXEMPLAR_LABEL.format(i + 1) for i in range(count)]
+
+
+def validate_box(box, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """An exemplar box (x1, y1, x2, y2 in pixels) clipped to its image (width, height); ValueError if empty."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"an exemplar box must be 4 numbers x1,y1,x2,y2 in pixels, got {box!r}") from None
+    width, height = size
+    x1, x2 = max(0.0, min(x1, width)), max(0.0, min(x2, width))
+    y1, y2 = max(0.0, min(y1, height)), max(0.0, min(y2, height))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise ValueError(
+            f"exemplar box {tuple(box)} is empty inside the {width}x{height} image; give x1 < x2 and y1 < y2 in pixels"
+        )
+    return x1, y1, x2, y2
+
+
+def crop_embedding(backbone, pixel_values: torch.Tensor, box_xyxy: torch.Tensor, context: float) -> torch.Tensor:
+    """CLIP's embedding of one box's crop, as the crop re-scorer sees candidate boxes.
+
+    Args:
+        backbone: a tower with `encode_crops` and `crop_size` (ResNet CLIP).
+        pixel_values: [1, 3, S, S] the preprocessed image.
+        box_xyxy: [4] the box in 0..1 of the padded square.
+        context: fraction of the box size added on every side.
+    Returns:
+        [E] L2-normalised.
+    """
+    box = box_convert(box_xyxy.float()[None], "xyxy", "cxcywh")  # [1, 4]
+    box[:, 2:] *= 1 + 2 * context
+    side = pixel_values.shape[-1]
+    roi = box_convert(box, "cxcywh", "xyxy").clamp(0, 1).to(pixel_values.device) * side  # [1, 4] input pixels
+    crop = backbone.crop_size
+    crops = roi_align(pixel_values.float(), [roi], output_size=(crop, crop), aligned=True)  # [1, 3, c, c]
+    return F.normalize(backbone.encode_crops(crops).float(), dim=-1)[0]  # [E]
+
+
+def region_embedding(outputs: dict[str, torch.Tensor], box_xyxy: torch.Tensor) -> torch.Tensor:
+    """The head's embedding of the best region for a drawn box (OWL-ViT style).
+
+    Args:
+        outputs: the model output contract for one image (`pred_boxes` [1, P, 4], `objectness`
+            [1, P], `region_embeds` [1, P, E]).
+        box_xyxy: [4] the drawn box in 0..1 of the padded square.
+    Returns:
+        [E] L2-normalised.
+    """
+    boxes = box_convert(outputs["pred_boxes"][0].float(), "cxcywh", "xyxy")  # [P, 4]
+    iou = box_iou(boxes, box_xyxy.float()[None].to(boxes.device))[:, 0]  # [P]
+    candidates = iou >= IOU_TOLERANCE * iou.max()  # [P]
+    objectness = outputs["objectness"][0].float().masked_fill(~candidates, float("-inf"))  # [P]
+    best = int(objectness.argmax())
+    return F.normalize(outputs["region_embeds"][0, best].float(), dim=-1)  # [E]
+
+
+@torch.inference_mode()
+def encode_exemplars(detector, exemplars) -> torch.Tensor:
+    """Image exemplars -> query embeddings (the Detector's `encode_exemplars`).
+
+    Args:
+        detector: an `ovdet.models.detector.Detector`.
+        exemplars: X pairs (image, (x1, y1, x2, y2)): a path, PIL image or array, and a box in its pixels.
+    Returns:
+        [X, E] L2-normalised, in the text-embedding space.
+    """
+    checked = []
+    for item in exemplars:  # every exemplar checked before any forward pass
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(f"an exemplar is a pair (image, (x1, y1, x2, y2)), got a {type(item).__name__}")
+        pil = load_image(item[0])
+        size = original_size(pil)  # boxes are given in the file's pixels, like detections
+        box = pixels_to_normalized(torch.tensor(validate_box(item[1], size)), *size)  # [4] 0..1 of the padded square
+        checked.append((pil, box))
+    embeds = []
+    for pil, box in checked:
+        pixels = detector.preprocessor([pil]).to(detector.device)  # [1, 3, S, S]
+        if detector.rescorer is not None:
+            embeds.append(crop_embedding(detector.backbone, pixels, box, detector.rescorer.context))
+        else:
+            no_query = torch.zeros(1, detector.text_encoder.embed_dim, device=detector.device)  # forward wants one
+            embeds.append(region_embedding(detector(pixels, no_query), box))
+    return torch.stack(embeds) if embeds else torch.zeros(0, detector.text_encoder.embed_dim)  # [X, E]
