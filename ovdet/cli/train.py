@@ -75,6 +75,7 @@ def run_hydra(argv: list[str]) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import DictConfig
 
+    from ovdet.errors import NonFiniteLossError, OvdetError
     from ovdet.training.run import train
 
     try:
@@ -88,7 +89,12 @@ def run_hydra(argv: list[str]) -> int:
     def task(cfg: DictConfig) -> None:
         # Lightning's DDP launcher starts the other ranks by re-running sys.argv: make that `ovdet train ...`.
         sys.argv = [saved[0], "train", *argv]
-        train(cfg)
+        try:
+            train(cfg)
+        except (OvdetError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
+            # One line naming the problem (a bad path, a NaN loss at step N), not Hydra's traceback.
+            print(f"ovdet train: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     sys.argv = [saved[0], *argv]  # hydra.main reads its overrides from sys.argv
     try:

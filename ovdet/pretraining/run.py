@@ -38,7 +38,7 @@ def pretrain(cfg: DictConfig) -> tuple[nn.Module, dict]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)  # no pickled code
     wall = time.perf_counter() - start
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
     report = {
