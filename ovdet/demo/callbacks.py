@@ -27,7 +27,8 @@ TABLE_HEADERS = ["query", "score", "x1", "y1", "x2", "y2"]
 UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random weights, boxes are NOT detections"
 # What a run keeps of the model outputs: enough to re-filter, not the region embeddings.
 _KEPT_OUTPUTS = ("pred_boxes", "logits", "negative_veto")
-# Crop re-scoring takes a softmax over the queries: with one query every box wins it.
+# Crop re-scoring takes a softmax over the queries (and the model's reference names, if any):
+# with one query and nothing else competing, every box wins it.
 ONE_QUERY_NOTE = ("one query with crop re-scoring ranks boxes by objectness alone: add the other things in "
                   "the image as queries or negatives to tell them apart")
 
@@ -122,7 +123,8 @@ def run_detection(
     labels = queries + exemplar_labels(len(exemplars))
     kept = {k: out[k].detach().cpu() for k in _KEPT_OUTPUTS if k in out}
     seconds = time.perf_counter() - start
-    note = ONE_QUERY_NOTE if detector.rescorer is not None and len(labels) == 1 else ""
+    alone = detector.rescorer is not None and len(labels) == 1 and not detector.rescorer.competitors(labels)
+    note = ONE_QUERY_NOTE if alone else ""  # reference names, when the model has them, compete instead
     state = DetectionState(model_name, kept, original_size(image), labels, detector.untrained, seconds, note)
     return state, Detector.to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
 

@@ -45,7 +45,9 @@ def write_vocab_cache(path: str | Path, cache: VocabCache) -> Path:
     path = Path(path)
     t, q, _ = cache.embeds.shape
     if (t, q) != (len(cache.templates), len(cache.names)):
-        raise ValueError(f"embeds {tuple(cache.embeds.shape)} do not match {len(cache.templates)} templates x {len(cache.names)} names")
+        raise ValueError(
+            f"embeds {tuple(cache.embeds.shape)} do not match {len(cache.templates)} templates x {len(cache.names)} names"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
