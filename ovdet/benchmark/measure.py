@@ -1,0 +1,162 @@
+"""One benchmark configuration, measured in its own process: `python -m ovdet.benchmark.measure SPEC_JSON`.
+
+A fresh process per configuration keeps peak RSS (`ru_maxrss`) and allocator state from mixing
+between configurations. The result is one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ovdet.benchmark.workload import synthetic_images, synthetic_names
+
+
+def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int, before=None) -> dict:
+    """Median seconds of `step()` over `runs` calls after `warmup` calls.
+
+    A first call slower than `slow_call_s` means a slow configuration: it is measured with
+    `slow_runs` calls instead, and when even one more call would exceed 2 x `slow_call_s`
+    the first call is the measurement (its warm-up overhead is small next to the call).
+    `before()` runs untimed before every call (e.g. clearing the text cache).
+    """
+    times = []
+    for i in range(max(warmup, 1)):
+        if before:
+            before()
+        start = time.perf_counter()
+        step()
+        took = time.perf_counter() - start
+        if i == 0 and took > slow_call_s:
+            runs = slow_runs
+            if took > 2 * slow_call_s:
+                times.append(took)
+                runs = max(0, slow_runs - 1)
+            break
+    for _ in range(runs):
+        if before:
+            before()
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"median_s": float(np.median(times)), "runs": len(times), "times_s": [round(t, 4) for t in times]}
+
+
+def measure_owlvit(spec: dict) -> dict:
+    """transformers' OwlViT as its API is used: processor(text, images) then model(**inputs), every call."""
+    from transformers import OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+
+    from ovdet.text.tokenizer import clip_tokenizer
+
+    model = OwlViTForObjectDetection.from_pretrained(spec["owlvit_dir"], attn_implementation="sdpa").eval()
+    size = spec["image_size"]
+    tokenizer = copy.deepcopy(clip_tokenizer())
+    tokenizer.model_max_length = model.config.text_config.max_position_embeddings  # OWL-ViT's: 16 tokens
+    processor = OwlViTProcessor(
+        image_processor=OwlViTImageProcessor(size={"height": size, "width": size}, crop_size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+    )  # fmt: skip
+    images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
+
+    @torch.inference_mode()
+    def step():
+        inputs = processor(text=[names] * len(images), images=images, return_tensors="pt")
+        return model(**inputs)
+
+    return {"full": timed_runs(step, **_timing(spec))}
+
+
+def measure_ovdet(spec: dict) -> dict:
+    """ovdet's `predict` (preprocess + forward) with the text cache cleared each call (cold) and warm (cached)."""
+    from ovdet.models.detector import Detector
+
+    if spec["model"] == "embedded":
+        detector = Detector.from_pretrained(spec["model_dir"])
+    else:
+        detector = Detector.from_clip(spec["clip_dir"], image_size=spec["image_size"])
+    detector.eval()
+    precision = detector.set_precision(spec["precision"])
+    images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
+
+    @torch.inference_mode()
+    def step():
+        return detector.predict(detector.preprocessor(images), names)
+
+    result = {"precision": precision}
+    if spec.get("compile"):  # freezing: weights become constants the compiler can prepack (frozen tower)
+        detector.set_compile(True, dynamic=False, options={"freezing": True})
+        start = time.perf_counter()
+        step()  # compilation happens here, outside every timing
+        result["compile_s"] = time.perf_counter() - start
+    if spec.get("cold", True):
+        result["cold"] = timed_runs(step, **_timing(spec), before=detector.text_encoder.clear_cache)
+    result["cached"] = timed_runs(step, **_timing(spec))
+    if spec.get("backbone", True):
+        result["backbone"] = measure_backbone(detector, detector.preprocessor(images), spec)
+    return result
+
+
+def measure_backbone(detector, pixel_values: torch.Tensor, spec: dict) -> dict:
+    """Seconds and counted FLOPs (matmuls, convolutions, attention) of the vision backbone alone."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if detector.precision == "bf16" else contextlib.nullcontext()
+    )
+
+    @torch.inference_mode()
+    def step():
+        with autocast:
+            return detector.backbone(pixel_values)
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    timing = timed_runs(step, **_timing(spec))
+    flops = counter.get_total_flops()
+    return {**timing, "flops": flops, "flops_per_s": flops / timing["median_s"]}
+
+
+def measure_onnx(spec: dict) -> dict:
+    """onnxruntime on the exported embeddings-input file, query embeddings cached; ovdet's preprocessor."""
+    from ovdet.export.onnx import onnx_session
+    from ovdet.preprocess import ImagePreprocessor
+
+    session = onnx_session(spec["onnx_paths"][str(spec["batch"])], spec.get("threads"))
+    pre = ImagePreprocessor(spec["image_size"], tuple(spec["image_mean"]), tuple(spec["image_std"]))
+    images = synthetic_images(spec["batch"])
+    queries = torch.nn.functional.normalize(torch.randn(spec["queries"], spec["embed_dim"]), dim=-1)  # [Q, E]
+
+    def step():
+        return session.run(None, {"pixel_values": pre(images).numpy(), "query_embeds": queries.numpy()})
+
+    return {"cached": timed_runs(step, **_timing(spec))}
+
+
+def _timing(spec: dict) -> dict:
+    return {k: spec[k] for k in ("runs", "warmup", "slow_call_s", "slow_runs")}
+
+
+MEASURES = {"owlvit": measure_owlvit, "ovdet": measure_ovdet, "onnxruntime": measure_onnx}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    result = MEASURES[spec["impl"]](spec)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    result["threads"] = torch.get_num_threads()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

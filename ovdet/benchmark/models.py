@@ -1,0 +1,59 @@
+"""The models benchmarked: random-weight CLIP ViTs (no download) saved once, as ovdet and as OwlViT load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Vision towers of OpenAI's CLIP (and OWL-ViT) by name; the text tower is CLIP's standard one.
+VISION_SPECS = {
+    "b32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=32),
+    "b16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16),
+    # --quick: small enough for a test, same code path
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=16),
+}
+TEXT_SPECS = {
+    "standard": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+}
+PROJECTION_DIM = {"standard": 512, "tiny": 32}
+EMBEDDED = "embedded"  # ovdet's shipped ShapeWorld model (ResNet CLIP + crop re-scoring); no OwlViT twin
+
+
+def text_kind(model: str) -> str:
+    return "tiny" if model == "tiny" else "standard"
+
+
+def configs(model: str, image_size: int):
+    """The CLIPConfig and OwlViTConfig of one benchmarked model, identical tower sizes."""
+    from transformers import CLIPConfig, OwlViTConfig
+
+    from ovdet.text.tokenizer import CONTEXT_LENGTH
+
+    if model not in VISION_SPECS:
+        raise ValueError(f"unknown benchmark model {model!r}; use {sorted(VISION_SPECS)} or {EMBEDDED!r}")
+    kind = text_kind(model)
+    vision = dict(VISION_SPECS[model], image_size=image_size)
+    text = dict(TEXT_SPECS[kind], vocab_size=49408, max_position_embeddings=CONTEXT_LENGTH)
+    clip = CLIPConfig(text_config=text, vision_config=vision, projection_dim=PROJECTION_DIM[kind])
+    owl_text = dict(text, max_position_embeddings=16)  # OWL-ViT's text context
+    owl = OwlViTConfig(text_config=owl_text, vision_config=vision, projection_dim=PROJECTION_DIM[kind])
+    return clip, owl
+
+
+def save_random_models(model: str, image_size: int, folder: str | Path, seed: int = 0) -> dict[str, str]:
+    """Save random-weight `CLIPModel` and `OwlViTForObjectDetection` folders; returns {"clip_dir", "owlvit_dir"}.
+
+    The CLIP is saved at CLIP's usual 224 px (ovdet interpolates position embeddings up to
+    `image_size`, as for a real CLIP); OwlViT is built at `image_size`, as OWL-ViT ships.
+    """
+    import torch
+    from transformers import CLIPModel, OwlViTForObjectDetection
+
+    folder = Path(folder)
+    clip_cfg, owl_cfg = configs(model, image_size)
+    clip_cfg.vision_config.image_size = 224 if model != "tiny" else 64
+    torch.manual_seed(seed)
+    out = {"clip_dir": folder / f"{model}_clip", "owlvit_dir": folder / f"{model}_owlvit"}
+    CLIPModel(clip_cfg).eval().save_pretrained(str(out["clip_dir"]))
+    OwlViTForObjectDetection(owl_cfg).eval().save_pretrained(str(out["owlvit_dir"]))
+    return {k: str(v) for k, v in out.items()}

@@ -1,0 +1,119 @@
+"""`ovdet benchmark`: ovdet vs transformers' OwlViT on the same ViT, side by side, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+QUICK = dict(models="tiny", batch="1,2", queries="3", runs=2, image_size=64, slow_call_s=30.0)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="time ovdet against transformers' OwlViT (images/s, peak RSS, GEMM fraction); writes JSON",
+        description="Times ovdet and transformers' OwlViTForObjectDetection built from the same ViT config "
+        "(random weights: nothing is downloaded), each configuration in its own process; median of --runs "
+        "calls after warm-up. OwlViT is timed as its API is used (processor(text, images) then model(**inputs), "
+        "text re-encoded every call); ovdet with its text cache cleared every call (cold) and warm (cached). "
+        "Also measures this machine's fp32/bf16 GEMM rate and the backbone's achieved fraction of it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for a smoke test: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    p.add_argument("--models", default="b32,b16,embedded", help="comma list of b32, b16, embedded, tiny")
+    p.add_argument("--batch", default="1,8", help="comma list of batch sizes")
+    p.add_argument("--queries", default="5,80,1203", help="comma list of query counts (synthetic LVIS-like names)")
+    p.add_argument("--precision", default="auto,fp32",
+                   help="ovdet vision precisions to measure (auto resolves per model; duplicates dropped)")
+    p.add_argument("--runs", type=int, default=5, help="timed calls per configuration (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first")
+    p.add_argument("--slow-call-s", type=float, default=8.0,
+                   help="a configuration whose first call takes longer is timed with --slow-runs calls")
+    p.add_argument("--slow-runs", type=int, default=3, help="timed calls of a slow configuration")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--image-size", type=int, default=768, help="input side of the ViT models")
+    p.add_argument("--large-batch-models", default="b32,embedded,tiny",
+                   help="models also measured at the batch sizes above 1")
+    p.add_argument("--onnx", default="", metavar="MODELS",
+                   help="also export these models to ONNX (embeddings input) and time onnxruntime")
+    p.add_argument("--compile", action="store_true", help="torch.compile ovdet's backbone (compile time not timed)")
+    p.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results file")
+    p.add_argument("--markdown", type=Path, default=None, metavar="MD",
+                   help="write the generated section (command, summary, table) into this Markdown file")
+    p.add_argument("--section", default="", metavar="NAME",
+                   help="name of the generated Markdown section, so several runs (e.g. 'compile') keep their own")
+    p.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                   help="measure nothing: render the table (and --markdown) from an earlier --out file")
+    p.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from ovdet.benchmark.runner import BenchmarkSettings
+
+    values = {k: getattr(args, k) for k in ("models", "batch", "queries", "runs", "image_size", "slow_call_s")}
+    if args.quick:
+        values.update(QUICK)
+    ints = lambda text: [int(x) for x in str(text).split(",") if x.strip()]  # noqa: E731
+    names = lambda text: [x.strip() for x in str(text).split(",") if x.strip()]  # noqa: E731
+    settings = BenchmarkSettings(
+        models=names(values["models"]), batches=ints(values["batch"]), queries=ints(values["queries"]),
+        precisions=names(args.precision), runs=values["runs"], warmup=args.warmup, slow_call_s=values["slow_call_s"],
+        slow_runs=args.slow_runs, threads=args.threads, image_size=values["image_size"],
+        large_batch_models=names(args.large_batch_models), onnx_models=names(args.onnx), compile=args.compile,
+    )  # fmt: skip
+    _check(settings)
+    return settings
+
+
+def _check(settings) -> None:
+    from ovdet.benchmark.models import EMBEDDED, VISION_SPECS
+    from ovdet.models.precision import PRECISIONS
+
+    bad = [m for m in settings.models + settings.onnx_models if m not in VISION_SPECS and m != EMBEDDED]
+    if bad:
+        raise ValueError(f"unknown models {bad}; use {sorted(VISION_SPECS) + [EMBEDDED]}")
+    if not settings.batches or min(settings.batches) < 1 or not settings.queries or min(settings.queries) < 1:
+        raise ValueError(f"batch sizes and query counts must be >= 1, got {settings.batches} and {settings.queries}")
+    if any(p not in PRECISIONS for p in settings.precisions):
+        raise ValueError(f"--precision takes a comma list of {PRECISIONS}, got {settings.precisions}")
+    if settings.runs < 1 or settings.slow_runs < 1:
+        raise ValueError(f"--runs and --slow-runs must be >= 1, got {settings.runs} and {settings.slow_runs}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovdet.benchmark.report import markdown, print_table, write_markdown
+
+    if args.from_json is not None:
+        doc = json.loads(args.from_json.read_text())
+    else:
+        doc = _measure(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1))
+        print(f"wrote {args.out}")
+    print_table(doc)
+    if args.markdown is not None:
+        write_markdown(args.markdown, markdown(doc, doc.get("command", "ovdet benchmark"), args.section), args.section)
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    from ovdet.benchmark.runner import run_benchmark
+
+    doc = run_benchmark(settings_from_args(args))
+    doc["command"] = command_line(args)
+    return doc
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `ovdet benchmark` command that reproduces this run, every option spelled out."""
+    parts = ["ovdet benchmark"] + (["--quick"] if args.quick else [])
+    for name in ("models", "batch", "queries", "precision", "runs", "warmup", "slow_call_s", "slow_runs", "threads",
+                 "image_size", "large_batch_models", "onnx", "out", "markdown", "section"):  # fmt: skip
+        value = getattr(args, name)
+        if value not in (None, "") and not (args.quick and name in QUICK):
+            parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
+    return " ".join(parts + (["--compile"] if args.compile else []))

@@ -1,0 +1,105 @@
+"""`ovdet export --format onnx`: write a detector as an ONNX file, checked against onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FORMATS = ("onnx",)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a detector to ONNX (baked vocabulary or embeddings input), checked with onnxruntime",
+        description="Export the image -> (pred_boxes, logits, objectness) path to ONNX (fp32, dynamic batch). "
+        "--variant image bakes the vocabulary's text embeddings in (give -q or --vocab-cache); --variant embeds "
+        "takes query_embeds [Q, E] as a second input. Crop re-scoring is included when the model has it. "
+        "The file is then run with onnxruntime next to torch on the same images: the max abs difference and "
+        "both timings are printed and written, with the vocabulary and preprocessing, to OUT.json. "
+        "(`ovdet export-ckpt` is different: it turns a training checkpoint into a model folder.)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="export format")
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                   help="ovdet model folder or CLIP folder/id; default: the embedded ShapeWorld model")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--variant", choices=["image", "embeds"], default="image",
+                   help="image: vocabulary baked in; embeds: query embeddings are an input")
+    p.add_argument("-q", "--query", dest="queries", action="append", default=[], metavar="TEXT",
+                   help="a query of the baked vocabulary; repeat for several")
+    p.add_argument("--vocab-cache", type=Path, default=None, metavar="FILE",
+                   help="bake the names of an `ovdet embed-vocab` file (its embeddings, no text tower run)")
+    p.add_argument("--templates", default="single", help="prompt templates for -q: single, photo, clip7, clip80, .json")
+    p.add_argument("--no-rescore", action="store_true", help="leave crop re-scoring out (head scores only)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="fixed batch of a file with crop re-scoring (files without it take any batch)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--runs", type=int, default=3, help="timed calls of the check (median)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovdet.cli.detect import resolve_model
+    from ovdet.models.detector import Detector
+    from ovdet.models.text_encoder import validate_queries
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.variant == "image" and not args.queries and args.vocab_cache is None:
+        raise ValueError("--variant image bakes a vocabulary in: give -q TEXT (repeatable) or --vocab-cache FILE")
+    queries = validate_queries(args.queries) if args.queries else []
+    if not args.out.suffix == ".onnx":
+        raise ValueError(f"--out should name a .onnx file, got '{args.out}'")
+    model_name = resolve_model(args.model)
+    detector = Detector.from_pretrained(model_name).eval()
+    if args.vocab_cache is not None:
+        queries = queries or detector.load_vocab(args.vocab_cache)
+    embeds = detector.encode_queries(queries, args.templates) if queries else None
+    rescore = not args.no_rescore
+    _export(detector, args, embeds, rescore)
+    info = {
+        "model": model_name, "variant": args.variant, "queries": queries if args.variant == "image" else None,
+        "templates": args.templates, "rescore": rescore and detector.rescorer is not None,
+        "image_size": detector.image_size, "image_mean": list(detector.backbone.image_mean),
+        "image_std": list(detector.backbone.image_std),
+        "inputs": ["pixel_values"] + (["query_embeds"] if args.variant == "embeds" else []),
+        "batch_size": args.batch_size if rescore and detector.rescorer is not None else "any",
+        "outputs": ["pred_boxes (cxcywh, 0..1 of the padded square)", "logits [B, P, Q]", "objectness [B, P]"],
+    }  # fmt: skip
+    if not args.no_check:
+        info["check"] = _check(detector, args, embeds, rescore)
+    sidecar = args.out.with_suffix(".json")
+    sidecar.write_text(json.dumps(info, indent=2))
+    print(f"wrote {args.out} and {sidecar}")
+    return 0
+
+
+def _export(detector, args, embeds, rescore: bool) -> None:
+    from ovdet.export.onnx import export_onnx
+
+    print(f"exporting {args.variant} variant to {args.out} (this takes a while for a ViT) ...")
+    export_onnx(detector, args.out, args.variant, embeds, rescore=rescore, batch_size=args.batch_size)
+
+
+def _check(detector, args, embeds, rescore: bool) -> dict:
+    """onnxruntime vs torch on the bundled scene and a differently sized image (the file's batch size, else 2)."""
+    import torch
+
+    from ovdet.benchmark.workload import synthetic_images
+    from ovdet.export.onnx import check_onnx
+    from ovdet.image_io import load_image
+
+    scene = Path(__file__).resolve().parents[1] / "assets" / "scene.png"
+    fixed = rescore and detector.rescorer is not None
+    images = [load_image(scene), *synthetic_images(1)] * args.batch_size
+    pixels = detector.preprocessor(images[: args.batch_size] if fixed else images[:2])
+    if embeds is None:  # embeds variant without a vocabulary: any unit vectors exercise it
+        embeds = torch.nn.functional.normalize(torch.randn(5, detector.text_encoder.embed_dim), dim=-1)
+    result = check_onnx(args.out, detector, pixels, embeds, baked=args.variant == "image", rescore=rescore, runs=args.runs)
+    diff = max(result["max_abs_diff"].values())
+    print(f"onnxruntime vs torch (batch {len(pixels)}): max abs difference {diff:.3g} "
+          f"({', '.join(f'{k} {v:.2g}' for k, v in result['max_abs_diff'].items())}); "
+          f"median per call: onnxruntime {result['ort_s']:.3f} s, torch {result['torch_s']:.3f} s")  # fmt: skip
+    return result

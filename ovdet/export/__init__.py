@@ -1,0 +1,1 @@
+"""Export a detector to other runtimes (ONNX)."""

@@ -1,0 +1,145 @@
+"""Export a Detector to ONNX and check the file against onnxruntime.
+
+Two variants, both fp32, with a dynamic batch axis (see below for crop re-scoring):
+- `image`: pixel_values [B, 3, S, S] -> pred_boxes, logits, objectness, with the vocabulary's
+  text embeddings baked in as a constant (a fixed vocabulary such as LVIS's 1203 names).
+- `embeds`: (pixel_values, query_embeds [Q, E]) -> the same outputs; Q is dynamic, so any
+  vocabulary embedded with `ovdet embed-vocab` (or `Detector.encode_queries`) can be fed in.
+Crop re-scoring (the embedded ResNet model) is exported too: top-k, roi_align and the CLIP crop
+encoder all have ONNX ops. Its boxes reach roi_align as a per-image list, which the exporter
+unrolls, so a re-scoring file has a fixed batch size (`batch_size`, default 1). Text encoding and
+postprocess (threshold, NMS) stay outside the file.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+VARIANTS = ("image", "embeds")
+OUTPUT_NAMES = ("pred_boxes", "logits", "objectness")
+
+
+class ExportableDetector(nn.Module):
+    """The inference path of a Detector as a plain tensor -> tuple module, for export.
+
+    Args:
+        detector: an `ovdet.models.detector.Detector` (its crop re-scorer, if any, is applied).
+        query_embeds: [Q, E] L2-normalised embeddings to bake in; None makes them an input.
+        rescore: apply the detector's crop re-scorer; False exports the head's scores alone.
+    """
+
+    def __init__(self, detector: nn.Module, query_embeds: torch.Tensor | None = None, rescore: bool = True):
+        super().__init__()
+        self.detector = detector
+        self.rescorer = detector.rescorer if rescore else None
+        self.register_buffer("baked", None if query_embeds is None else query_embeds.detach().float().clone())
+
+    def forward(self, pixel_values: torch.Tensor, query_embeds: torch.Tensor | None = None):
+        queries = self.baked if query_embeds is None else query_embeds  # [Q, E]
+        out = self.detector(pixel_values, queries)
+        logits = out["logits"]  # [B, P, Q]
+        if self.rescorer is not None:
+            logits = self.rescorer(self.detector.backbone, pixel_values, out, queries)
+        return out["pred_boxes"], logits, out["objectness"]
+
+
+def export_onnx(
+    detector: nn.Module,
+    path: str | Path,
+    variant: str = "image",
+    query_embeds: torch.Tensor | None = None,
+    rescore: bool = True,
+    opset: int = 18,
+    batch_size: int = 1,
+) -> Path:
+    """Write `detector` as an ONNX file (see the module docstring for the variants).
+
+    Args:
+        variant: "image" (needs `query_embeds` [Q, E] to bake in) or "embeds".
+        query_embeds: the baked vocabulary for "image"; for "embeds" an example input (optional).
+        rescore: keep the crop re-scoring of a detector that has one.
+        batch_size: the fixed batch of a file with crop re-scoring; other files take any batch.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "image" and query_embeds is None:
+        raise ValueError("the 'image' variant bakes a vocabulary in: pass query_embeds (e.g. from encode_queries)")
+    if detector.precision != "fp32":
+        raise ValueError(f"export an fp32 detector (this one runs in {detector.precision}); call set_precision('fp32')")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    detector = detector.eval().cpu()
+    size = detector.image_size
+    example_queries = query_embeds if query_embeds is not None else torch.randn(3, detector.text_encoder.embed_dim)
+    fixed_batch = rescore and detector.rescorer is not None
+    pixels = torch.zeros(batch_size if fixed_batch else 2, 3, size, size)  # 2: a 1 would be specialised
+    batch = None if fixed_batch else torch.export.Dim("batch", min=1, max=1024)
+    queries = torch.export.Dim("queries", min=1, max=100000)
+    if variant == "image":
+        module, args = ExportableDetector(detector, query_embeds, rescore), (pixels,)
+        inputs, shapes = ["pixel_values"], {"pixel_values": {0: batch} if batch else None}
+    else:
+        module, args = ExportableDetector(detector, None, rescore), (pixels, example_queries.float())
+        inputs = ["pixel_values", "query_embeds"]
+        shapes = {"pixel_values": {0: batch} if batch else None, "query_embeds": {0: queries}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer chatter about Python-side shape checks
+        torch.onnx.export(
+            module, args, str(path), dynamo=True, opset_version=opset, input_names=inputs,
+            output_names=list(OUTPUT_NAMES), dynamic_shapes=shapes, external_data=False, verbose=False,
+        )  # fmt: skip
+    return path
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session for `path` (`threads`: intra-op threads, None = onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_onnx(
+    path: str | Path,
+    detector: nn.Module,
+    pixel_values: torch.Tensor,
+    query_embeds: torch.Tensor,
+    baked: bool,
+    rescore: bool = True,
+    runs: int = 3,
+    threads: int | None = None,
+) -> dict:
+    """Run the file with onnxruntime and the detector with torch on the same input.
+
+    Returns `max_abs_diff` per output, and the median seconds per call of each (`ort_s`, `torch_s`).
+    """
+    session = onnx_session(path, threads)
+    feeds = {"pixel_values": pixel_values.numpy()}
+    if not baked:
+        feeds["query_embeds"] = query_embeds.float().numpy()
+    module = ExportableDetector(detector.eval(), query_embeds if baked else None, rescore)
+    with torch.inference_mode():
+        ref = module(pixel_values) if baked else module(pixel_values, query_embeds)
+        torch_s = _median_seconds(lambda: module(pixel_values) if baked else module(pixel_values, query_embeds), runs)
+    got = session.run(list(OUTPUT_NAMES), feeds)
+    ort_s = _median_seconds(lambda: session.run(list(OUTPUT_NAMES), feeds), runs)
+    diffs = {name: float(np.abs(g - r.numpy()).max()) for name, g, r in zip(OUTPUT_NAMES, got, ref)}
+    return {"max_abs_diff": diffs, "ort_s": ort_s, "torch_s": torch_s}
+
+
+def _median_seconds(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -1,0 +1,97 @@
+"""The benchmark: timing rule, plan, side-by-side rows and Markdown; `ovdet benchmark --quick` end to end."""
+
+import json
+
+import pytest
+
+from ovdet.benchmark.measure import timed_runs
+from ovdet.benchmark.report import markdown, markers, rows, write_markdown
+from ovdet.benchmark.runner import BenchmarkSettings, plan
+from ovdet.benchmark.workload import synthetic_images, synthetic_names
+from ovdet.cli.main import main
+
+
+def test_timed_runs_takes_the_median_and_shortens_slow_configurations():
+    calls = []
+    fast = timed_runs(lambda: calls.append(1), runs=5, warmup=2, slow_call_s=60, slow_runs=1)
+    assert fast["runs"] == 5 and len(calls) == 7 and fast["median_s"] >= 0
+    calls.clear()  # every call "slow" (> 2 x 0 s): the first call counts, then slow_runs - 1 more
+    slow = timed_runs(lambda: calls.append(1), runs=5, warmup=2, slow_call_s=0.0, slow_runs=3)
+    assert slow["runs"] == 3 and len(calls) == 3
+
+
+def test_workload_names_are_distinct_and_images_mix_sizes():
+    names = synthetic_names(1203)
+    assert len(set(names)) == 1203
+    assert len({im.size for im in synthetic_images(4)}) == 4
+    with pytest.raises(ValueError, match="at most"):
+        synthetic_names(5000)
+
+
+def test_plan_measures_owlvit_for_vits_only_and_b16_at_batch_1():
+    settings = BenchmarkSettings(models=["b32", "b16", "embedded"], batches=[1, 8], queries=[5], precisions=["fp32", "fp32"])
+    specs = plan(settings, {m: {"image_size": 768} for m in settings.models})
+    keys = {(s["impl"], s["model"], s["batch"]) for s in specs}
+    assert ("owlvit", "b32", 8) in keys and ("ovdet", "embedded", 8) in keys
+    assert not any(s["model"] == "embedded" and s["impl"] == "owlvit" for s in specs)
+    assert not any(s["model"] == "b16" and s["batch"] == 8 for s in specs)
+    assert sum(s["impl"] == "ovdet" and s["model"] == "b32" and s["batch"] == 1 for s in specs) == 1  # fp32 deduplicated
+
+
+def _doc():
+    result = lambda s, n=5: {"median_s": s, "runs": n, "times_s": [s] * n}  # noqa: E731
+    configs = [
+        {"spec": {"impl": "owlvit", "model": "b32", "batch": 1, "queries": 5, "precision": "fp32"},
+         "result": {"full": result(0.8), "peak_rss_mb": 1500}},
+        {"spec": {"impl": "ovdet", "model": "b32", "batch": 1, "queries": 5, "precision": "bf16", "cold": True},
+         "result": {"precision": "bf16", "cold": result(0.4), "cached": result(0.2), "peak_rss_mb": 1200,
+                    "backbone": {**result(0.15), "flops": 60e9, "flops_per_s": 400e9}}},
+        {"spec": {"impl": "ovdet", "model": "b32", "batch": 1, "queries": 5, "precision": "fp32", "cold": False},
+         "result": {"precision": "fp32", "cached": result(0.7), "peak_rss_mb": 1100}},
+        {"spec": {"impl": "owlvit", "model": "b32", "batch": 1, "queries": 1203, "precision": "fp32"},
+         "result": {"error": ["MemoryError"]}},
+    ]  # fmt: skip
+    return {
+        "settings": {"runs": 5, "slow_call_s": 8.0}, "configs": configs, "onnx": {},
+        "gemm": {"fp32": {"flops_per_s": 150e9, "size": 2048}, "bf16": {"flops_per_s": 500e9, "size": 2048}},
+        "machine": {"cpu": "test cpu", "threads": 2, "torch": "x", "transformers": "y", "torch_cpu_capability": "AVX512",
+                    "cpu_bf16_flags": ["avx512_bf16"], "bf16_supported": True, "load_average": [0.1, 0.1, 0.1]},
+    }  # fmt: skip
+
+
+def test_rows_put_implementations_side_by_side():
+    row = rows(_doc())[0]
+    assert row["owlvit_ips"] == pytest.approx(1.25) and row["cached_ips"] == pytest.approx(5.0)
+    assert row["speedup_cached"] == pytest.approx(4.0) and row["speedup_cold"] == pytest.approx(2.0)
+    assert row["fp32_ips"] == pytest.approx(1 / 0.7) and row["backbone_fraction"] == pytest.approx(0.8)
+
+
+def test_markdown_section_is_replaced_in_place(tmp_path):
+    doc = tmp_path / "PERFORMANCE.md"
+    start, end = markers()
+    doc.write_text(f"# Performance\n\nintro\n\n{start}\nstale table\n{end}\n\n## Notes\nkept\n")
+    section = markdown(_doc(), "ovdet benchmark --runs 5")
+    write_markdown(doc, section)
+    write_markdown(doc, section)
+    write_markdown(doc, markdown(_doc(), "ovdet benchmark --compile", "compile"), "compile")  # its own section
+    text = doc.read_text()
+    assert text.count(start) == 1 and "stale table" not in text and "kept" in text and "intro" in text
+    assert text.count(markers("compile")[0]) == 1 and "--compile" in text
+    assert "| b32 | 1 | 5 | 1.25 |" in text and "4.0x" in text
+    assert "5 queries, >= 3x OwlViT: 4.0x: met" in text and "Error in b32/b1/q1203" in text
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_end_to_end(tmp_path):
+    out, md = tmp_path / "bench.json", tmp_path / "PERF.md"
+    assert main(["benchmark", "--quick", "--onnx", "tiny", "--out", str(out), "--markdown", str(md)]) == 0
+    doc = json.loads(out.read_text())
+    assert {c["spec"]["impl"] for c in doc["configs"]} == {"owlvit", "ovdet", "onnxruntime"}
+    assert max(doc["onnx"]["tiny"]["onnx_check"]["max_abs_diff"].values()) < 1e-4
+    assert all("error" not in c["result"] for c in doc["configs"]), doc["configs"]
+    assert doc["gemm"]["fp32"]["flops_per_s"] > 0 and doc["command"].startswith("ovdet benchmark --quick")
+    table = rows(doc)
+    assert {(r["batch"], r["queries"]) for r in table} == {(1, 3), (2, 3)}
+    assert all(r["speedup_cached"] > 0 and r["rss_ovdet_mb"] > 0 and r["backbone_gflops"] > 0 and r["ort_ips"] > 0
+               for r in table)  # fmt: skip
+    assert markers()[0] in md.read_text()

@@ -1,0 +1,79 @@
+"""ONNX export: onnxruntime gives torch's outputs, for both variants, at other batch sizes and vocabularies."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from ovdet.cli.main import main  # noqa: E402
+from ovdet.export.onnx import ExportableDetector, check_onnx, export_onnx, onnx_session  # noqa: E402
+from ovdet.models.detector import Detector  # noqa: E402
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "ovdet" / "assets" / "default_model"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_clip_dir):
+    torch.manual_seed(0)
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64)
+    with torch.no_grad():
+        for p in det.head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return det.eval()
+
+
+def test_embeds_variant_matches_torch_for_any_batch_and_vocabulary(detector, tmp_path):
+    path = export_onnx(detector, tmp_path / "m.onnx", "embeds")
+    session = onnx_session(path)
+    for batch, queries in ((1, ["a"]), (3, ["red circle", "star", "blue", "umbrella"])):
+        pixels, embeds = torch.randn(batch, 3, 64, 64), detector.encode_queries(queries)
+        got = session.run(None, {"pixel_values": pixels.numpy(), "query_embeds": embeds.numpy()})
+        with torch.inference_mode():
+            ref = ExportableDetector(detector)(pixels, embeds)
+        for g, r in zip(got, ref):
+            assert g.shape == tuple(r.shape)
+            assert np.abs(g - r.numpy()).max() < TOL
+
+
+@pytest.mark.slow  # the CLI test below covers this variant too
+def test_image_variant_bakes_the_vocabulary(detector, tmp_path):
+    embeds = detector.encode_queries(["cat", "dog", "fork"])
+    path = export_onnx(detector, tmp_path / "m.onnx", "image", embeds)
+    assert [i.name for i in onnx_session(path).get_inputs()] == ["pixel_values"]
+    result = check_onnx(path, detector, torch.randn(2, 3, 64, 64), embeds, baked=True, runs=1)
+    assert max(result["max_abs_diff"].values()) < TOL
+    assert result["ort_s"] > 0 and result["torch_s"] > 0
+
+
+def test_export_refuses_what_it_cannot_write(detector, tmp_path):
+    with pytest.raises(ValueError, match="bakes a vocabulary"):
+        export_onnx(detector, tmp_path / "m.onnx", "image")
+    with pytest.raises(ValueError, match="variant must be"):
+        export_onnx(detector, tmp_path / "m.onnx", "tflite")
+
+
+def test_cli_export_writes_the_file_and_its_check(tiny_clip_dir, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--format", "onnx", "--model", str(tiny_clip_dir), "--out", str(out), "-q", "cat", "-q", "dog",
+                 "--runs", "1"]) == 0  # fmt: skip
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["queries"] == ["cat", "dog"] and info["inputs"] == ["pixel_values"]
+    assert max(info["check"]["max_abs_diff"].values()) < TOL
+    assert "max abs difference" in capsys.readouterr().out
+    assert main(["export", "--model", str(tiny_clip_dir), "--out", str(out)]) == 2  # image variant without queries
+
+
+@pytest.mark.slow
+def test_embedded_model_exports_with_crop_rescoring(tmp_path):
+    det = Detector.from_pretrained(EMBEDDED)
+    embeds = det.encode_queries(["red circle", "blue square", "green triangle"])
+    path = export_onnx(det, tmp_path / "embedded.onnx", "image", embeds, batch_size=2)
+    assert onnx_session(path).get_inputs()[0].shape[0] == 2  # re-scoring fixes the batch (roi_align per image)
+    result = check_onnx(path, det, torch.randn(2, 3, det.image_size, det.image_size), embeds, baked=True, runs=1)
+    assert max(result["max_abs_diff"].values()) < 1e-3  # roi_align + a temperature-100 softmax: fp32 noise x100
