@@ -40,7 +40,7 @@ detect: install
 	@if [ -f $(DEFAULT_MODEL)/config.json ]; then model=""; else \
 	  test -f out/plumbing-model/config.json || $(BIN)/python tools/make_random_model.py out/plumbing-model; \
 	  model="--model out/plumbing-model"; fi; \
-	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --threshold 0.6 --draw out/detect --out out/detect/results.json
+	$(BIN)/ovdet detect $(SCENE) -q "star" -q "red circle" -q "square" $$model --threshold 0.4 --draw out/detect --out out/detect/results.json
 
 # The Gradio demo on http://127.0.0.1:7860 (DEMO_ARGS="--host 0.0.0.0 --port 8080" to change).
 demo: install
