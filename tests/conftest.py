@@ -23,3 +23,30 @@ def coco128():
     if not (COCO128 / "instances.json").is_file():
         pytest.skip(f"real photos not found at {COCO128}")
     return COCO128
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: more threads only contend for the shared cores (10x slower under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def perturbed_detector(tiny_clip_dir):
+    """A detector on the tiny CLIP whose head is moved off its initialisation, so that a reload or an
+    export that silently re-initialised it would differ."""
+    import torch
+
+    from ovdet.models.detector import Detector
+
+    torch.manual_seed(0)
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64)
+    with torch.no_grad():
+        for p in det.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return det.eval()

@@ -19,13 +19,8 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def detector(tiny_clip_dir):
-    torch.manual_seed(0)
-    det = Detector.from_clip(str(tiny_clip_dir), image_size=64)
-    with torch.no_grad():
-        for p in det.head.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return det.eval()
+def detector(perturbed_detector):
+    return perturbed_detector
 
 
 def test_embeds_variant_matches_torch_for_any_batch_and_vocabulary(detector, tmp_path):

@@ -24,13 +24,7 @@ from ovdet.training.run import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: more threads only contend for the shared cores (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run best on one thread
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ RUN = ["data.batch_size=2", "trainer.max_epochs=2", "trainer.limit_train_batches
        "callbacks.step_checkpoint.every_n_train_steps=3", "ckpt_path=last"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run best on one thread
 
 
 @pytest.fixture(scope="module")
