@@ -3,7 +3,8 @@
 #   1. pretrain ShapeWorld's CLIP from scratch (contrastive, captions + crops; novel shapes included)
 #   2. generate ShapeWorld detection data: train json with base boxes only, held-out validation (all boxes)
 #   3. train the detection head on base shapes (frozen CLIP)
-#   4. evaluate on the held-out seed with all 16 names in the vocabulary (AP50 novel / base / all)
+#   4. evaluate on the held-out seed with all 16 names in the vocabulary (AP50 novel / base / all),
+#      scoring/template ablations and AP per colour phrase
 #   5. export the detector in fp16 into ovdet/assets/default_model
 # Usage: make embedded-model   (or: BIN=.venv/bin WORK=artifacts/embedded bash tools/build_embedded_model.sh)
 # Each stage is skipped when its output exists, so a failed run resumes where it stopped.
@@ -43,6 +44,7 @@ stage "4/5 evaluate on the held-out seed (all 16 names; head alone vs CLIP crop 
   --images "$WORK/data/shapeworld/val/images" --out "$RESULTS/metrics.json" --predictions "$WORK/val_predictions.json" \
   --report "$RESULTS"
 "$BIN/python" tools/shapeworld_ablations.py "$WORK/runs/detector/detector" "$WORK/data/shapeworld/val" --out "$RESULTS/ablations.json"
+"$BIN/python" tools/attribute_ap.py "$WORK/runs/detector/detector" "$WORK/data/shapeworld/val" --out "$RESULTS/attributes.json"
 
 stage "5/5 export fp16 -> $MODEL_OUT"
 "$BIN/python" - "$WORK/runs/detector/detector" "$MODEL_OUT" <<'PY'
