@@ -216,11 +216,13 @@ class Detector(nn.Module):
         if self.rescorer is not None:
             positives = self._query_bank(queries, templates, query_embeds)  # [Q + X, E]
             out = self(pixel_values, positives)
-            reference = self._reference_embeds([*queries, *negatives], templates)  # [R, E] or None
+            # Reference names compete in the softmax unless asked for; negatives never change kept scores.
+            reference = self._reference_embeds(list(queries), templates)  # [R, E] or None
             out["logits"] = self.rescorer(self.backbone, pixel_values, out, positives, reference)
             if negatives:
                 joint = torch.cat([positives, self.encode_queries(negatives, templates)])  # [Q + X + N, E]
-                joint_logits = self.rescorer(self.backbone, pixel_values, out, joint, reference)  # [B, P, Q + X + N]
+                joint_ref = self._reference_embeds([*queries, *negatives], templates)  # [R', E] or None
+                joint_logits = self.rescorer(self.backbone, pixel_values, out, joint, joint_ref)  # [B, P, Q + X + N]
                 out["negative_veto"] = negative_veto(joint_logits, len(positives))
             return out
         if template_mode == "embed":
