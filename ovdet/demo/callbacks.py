@@ -16,7 +16,7 @@ from PIL import Image
 
 from ovdet.draw import draw_detections
 from ovdet.image_io import load_image, original_size
-from ovdet.models.detection import Detection
+from ovdet.models.detection import Detection, to_detections
 from ovdet.models.detector import Detector
 from ovdet.models.exemplar import exemplar_labels, validate_box
 from ovdet.postprocess import PostProcess
@@ -126,13 +126,13 @@ def run_detection(
     alone = detector.rescorer is not None and len(labels) == 1 and not detector.rescorer.competitors(labels)
     note = ONE_QUERY_NOTE if alone else ""  # reference names, when the model has them, compete instead
     state = DetectionState(model_name, kept, original_size(image), labels, detector.untrained, seconds, note)
-    return state, Detector.to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
+    return state, to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
 
 
 def refilter(state: DetectionState, threshold: float, nms: float, max_detections: int) -> list[Detection]:
     """New postprocess knobs on the kept outputs: no forward pass."""
     postprocess = make_postprocess(threshold, nms, max_detections)
-    return Detector.to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
+    return to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
 
 
 def make_postprocess(threshold: float, nms: float, max_detections: int) -> PostProcess:

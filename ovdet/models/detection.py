@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ovdet.models.negative_queries import drop_vetoed
+from ovdet.postprocess import PostProcess
+
 
 @dataclass
 class Detection:
@@ -14,3 +17,19 @@ class Detection:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def to_detections(out: dict, sizes: list[tuple[int, int]], labels: list[str], post: PostProcess) -> list[list[Detection]]:
+    """`Detector.predict` outputs -> per-image Detections, negatives' vetoes applied (the demo
+    re-filters kept outputs with it, without a forward pass)."""
+    results = []
+    for i, dets in enumerate(post(out, sizes)):
+        if "negative_veto" in out:
+            dets = drop_vetoed(dets, out["pred_boxes"][i], out["negative_veto"][i], sizes[i])
+        results.append(
+            [
+                Detection([round(v, 2) for v in box.tolist()], round(float(s), 4), int(l), labels[int(l)])
+                for box, s, l in zip(dets["boxes"], dets["scores"], dets["labels"])
+            ]
+        )
+    return results

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,10 +13,11 @@ from ovdet.errors import ModelNotAvailableError
 from ovdet.image_io import load_image, original_size
 from ovdet.models.clip_loader import LoadedCLIP, load_clip
 from ovdet.models.crop_rescorer import CropRescorer
-from ovdet.models.detection import Detection
+from ovdet.models.detection import Detection, to_detections
 from ovdet.models.exemplar import encode_exemplars, exemplar_labels
 from ovdet.models.head import DetectionHead
 from ovdet.models.model_folder import (
+    atomic_folder,
     check_state,
     file_checksums,
     load_weights,
@@ -27,7 +26,7 @@ from ovdet.models.model_folder import (
     refuse_pickled_weights,
     verify_checksums,
 )
-from ovdet.models.negative_queries import drop_vetoed, negative_veto
+from ovdet.models.negative_queries import negative_veto
 from ovdet.models.text_encoder import TextEncoder, validate_queries
 from ovdet.postprocess import PostProcess
 from ovdet.preprocess import ImagePreprocessor
@@ -64,10 +63,11 @@ class Detector(nn.Module):
         feature_stride: int | None = None,
     ):
         super().__init__()
-        if feature_stride is not None and feature_stride != getattr(clip.backbone, "feature_stride", feature_stride):
-            clip.backbone.set_feature_stride(feature_stride)
-        elif feature_stride is not None and not hasattr(clip.backbone, "feature_stride"):
-            raise ValueError(f"{type(clip.backbone).__name__} has a fixed region grid; drop feature_stride={feature_stride}")
+        if feature_stride is not None:
+            if not hasattr(clip.backbone, "set_feature_stride"):
+                raise ValueError(f"{type(clip.backbone).__name__} has a fixed region grid; drop feature_stride={feature_stride}")
+            if feature_stride != clip.backbone.feature_stride:  # a change resets the token LayerNorm
+                clip.backbone.set_feature_stride(feature_stride)
         if image_size <= 0 or image_size % clip.backbone.stride:
             raise ValueError(
                 f"image_size={image_size} must be a positive multiple of the backbone stride {clip.backbone.stride}"
@@ -131,34 +131,24 @@ class Detector(nn.Module):
 
     # ---- speed: precision and compilation (answers unchanged within bf16 rounding) -----------
     precision = "fp32"  # what the vision tower runs in now; see set_precision
-    _fp32_vision: dict | None = None  # the fp32 weights kept aside while the tower runs in bf16
+    _bf16_weights = None  # a precision.Bf16Weights once set_precision is called
 
     def set_precision(self, precision: str = "auto") -> str:
         """Run the vision tower in "bf16" or "fp32"; "auto" picks bf16 only where it is faster
         (see `ovdet.models.precision.resolve_precision`). Call after moving the model to its device.
 
-        bf16 casts the frozen tower's weights once (a per-call autocast would recast 88M weights on
-        every image) and keeps the fp32 ones aside, so "fp32" restores them exactly. The head, the
-        text tower and every output stay fp32. Returns the precision now in force.
+        bf16 casts the frozen tower's weights once and "fp32" restores them exactly (`Bf16Weights`).
+        The head, the text tower and every output stay fp32. Returns the precision now in force.
         """
         from ovdet.models.clip_resnet_backbone import CLIPResNetBackbone
-        from ovdet.models.precision import resolve_precision
+        from ovdet.models.precision import Bf16Weights, resolve_precision
 
-        kind = "resnet" if isinstance(self.backbone, CLIPResNetBackbone) else "vit"
-        resolved = resolve_precision(precision, self.device, kind)
         vision = self.backbone.vision
-        if resolved == "bf16" and any(p.requires_grad for p in vision.parameters()):
-            if precision != "auto":
-                raise ValueError("bf16 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
-            resolved = "fp32"
-        if resolved == "bf16" and self._fp32_vision is None:
-            self._fp32_vision = dict(vision.state_dict())  # the fp32 tensors themselves, not copies
-            vision.to(torch.bfloat16)
-            self._bf16_hook = vision.register_forward_pre_hook(_cast_floats_bf16, with_kwargs=True)
-        elif resolved == "fp32" and self._fp32_vision is not None:
-            self._bf16_hook.remove()
-            vision.to(torch.float32).load_state_dict(self._fp32_vision)
-            self._fp32_vision = None
+        kind = "resnet" if isinstance(self.backbone, CLIPResNetBackbone) else "vit"
+        resolved = resolve_precision(precision, self.device, kind, any(p.requires_grad for p in vision.parameters()))
+        if self._bf16_weights is None:
+            self._bf16_weights = Bf16Weights(vision)
+        self._bf16_weights.set(resolved == "bf16")
         self.precision = resolved
         return resolved
 
@@ -293,22 +283,7 @@ class Detector(nn.Module):
         for start in range(0, len(images), batch_size):
             pil = [load_image(im) for im in images[start : start + batch_size]]
             out = self.predict(self.preprocessor(pil), queries, templates, template_mode, exemplar_embeds, negatives)
-            results += self.to_detections(out, [original_size(im) for im in pil], labels, post)  # file's pixels
-        return results
-
-    @staticmethod
-    def to_detections(out: dict, sizes: list[tuple[int, int]], labels: list[str], post: PostProcess):
-        """`predict` outputs -> per-image lists of Detections (the demo re-filters kept outputs with it)."""
-        results = []
-        for i, dets in enumerate(post(out, sizes)):
-            if "negative_veto" in out:
-                dets = drop_vetoed(dets, out["pred_boxes"][i], out["negative_veto"][i], sizes[i])
-            results.append(
-                [
-                    Detection([round(v, 2) for v in box.tolist()], round(float(s), 4), int(l), labels[int(l)])
-                    for box, s, l in zip(dets["boxes"], dets["scores"], dets["labels"])
-                ]
-            )
+            results += to_detections(out, [original_size(im) for im in pil], labels, post)  # file's pixels
         return results
 
     # ---- persistence -------------------------------------------------------------------------
@@ -336,9 +311,7 @@ class Detector(nn.Module):
         path = Path(path)
         if not copy_clip and getattr(self.backbone, "trainable_layers", 0) > 0:
             raise ValueError("the vision tower was fine-tuned; save it with copy_clip=True")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
+        with atomic_folder(path) as tmp:
             clip_path = CLIP_DIR if copy_clip else self.clip.reference
             if copy_clip:
                 self.clip.save(tmp / CLIP_DIR, dtype=dtype)
@@ -346,12 +319,6 @@ class Detector(nn.Module):
             save_file(state, str(tmp / WEIGHTS_NAME))
             config = {**self.config(clip_path), "checksums": file_checksums(tmp)}  # verified by from_pretrained
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-            _make_readable(tmp)  # mkdtemp is private (0700); a saved model is for everyone to read
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     @classmethod
@@ -385,17 +352,3 @@ class Detector(nn.Module):
         det.load_state_dict(state, strict=False)
         return det.eval()
 
-
-def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Forward pre-hook of a bf16 tower: fp32 inputs from callers outside autocast (crop re-scoring) become bf16."""
-
-    def cast(x):
-        return x.to(torch.bfloat16) if torch.is_tensor(x) and x.is_floating_point() else x
-
-    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
-
-
-def _make_readable(folder: Path) -> None:
-    """Give a written model folder the usual permissions (dirs 0755, files 0644)."""
-    for item in [folder, *folder.rglob("*")]:
-        item.chmod(0o755 if item.is_dir() else 0o644)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -191,3 +193,20 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A temp folder beside `path` to write into; on success it replaces `path` (dirs 0755, files
+    0644, for everyone to read), on failure it is removed, so no half-written model is ever left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield tmp
+        for item in [tmp, *tmp.rglob("*")]:  # mkdtemp is private (0700)
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

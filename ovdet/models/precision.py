@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -40,7 +41,7 @@ def bf16_supported(device: torch.device | str) -> bool:
     return False
 
 
-def resolve_precision(requested: str, device: torch.device | str, backbone_kind: str) -> str:
+def resolve_precision(requested: str, device: torch.device | str, backbone_kind: str, fine_tuned: bool = False) -> str:
     """Resolve "auto" | "fp32" | "bf16" to "fp32" or "bf16" for a backbone on a device.
 
     Args:
@@ -49,9 +50,15 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
         backbone_kind: "vit" or "resnet". On CPU, "auto" keeps a ResNet in fp32: its small
             convolutions measured 10-17x slower in bf16 than fp32 even on an AVX512-BF16 EPYC,
             while a ViT's large GEMMs run ~4x faster.
+        fine_tuned: the tower is being trained; bf16 is for inference, so "auto" keeps fp32 and
+            "bf16" is refused.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if fine_tuned:
+        if requested == "bf16":
+            raise ValueError("bf16 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
+        return "fp32"
     if requested != "auto":
         return requested
     device = torch.device(device)
@@ -60,3 +67,34 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
     if device.type == "cpu" and backbone_kind != "vit":
         return "fp32"
     return "bf16"
+
+
+class Bf16Weights:
+    """Switches a frozen module's weights between fp32 and bf16, exactly reversibly.
+
+    bf16 casts the weights once (a per-call autocast would recast 88M weights on every image) and
+    keeps the fp32 tensors themselves aside, so switching back restores them bit for bit. While in
+    bf16, floating inputs from callers outside autocast (crop re-scoring) are cast on entry.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self._fp32: dict | None = None
+        self._hook = None
+
+    def set(self, bf16: bool) -> None:
+        if bf16 and self._fp32 is None:
+            self._fp32 = dict(self.module.state_dict())  # the fp32 tensors themselves, not copies
+            self.module.to(torch.bfloat16)
+            self._hook = self.module.register_forward_pre_hook(_cast_floats_bf16, with_kwargs=True)
+        elif not bf16 and self._fp32 is not None:
+            self._hook.remove()
+            self.module.to(torch.float32).load_state_dict(self._fp32)
+            self._fp32 = None
+
+
+def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def cast(x):
+        return x.to(torch.bfloat16) if torch.is_tensor(x) and x.is_floating_point() else x
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
