@@ -13,7 +13,7 @@ from ovdet.cli.detect import DEFAULT_MODEL
 from ovdet.cli.main import main
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detector import Detector
-from ovdet.models.exemplar import crop_embedding, region_embedding
+from ovdet.models.exemplar import region_embedding
 from ovdet.models.negative_queries import drop_vetoed, negative_veto
 
 SCENE = DEFAULT_MODEL.parent / "scene.png"
@@ -79,12 +79,13 @@ def test_crop_embedding_is_what_the_rescorer_compares_queries_with():
     pixels = torch.zeros(1, 3, 32, 32)
     pixels[0, 0, :16, :16] = 1.0  # red square top-left
     pixels[0, 1, 16:, 16:] = 1.0  # green square bottom-right
-    red = crop_embedding(MeanColour(), pixels, torch.tensor([0.0, 0.0, 0.5, 0.5]), context=0.0)
+    rescorer = CropRescorer(topk=2, weight=1.0, context=0.0, logit_scale=20.0)
+    red = rescorer.crop_embeddings(MeanColour(), pixels, torch.tensor([[[0.25, 0.25, 0.5, 0.5]]]))[0, 0]  # top-left box
     assert torch.allclose(red, torch.tensor([1.0, 0.0, 0.0]), atol=1e-4)
     out = {"pred_boxes": torch.tensor([[[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]]]),
            "objectness": torch.tensor([[1.0, 1.0]])}
     queries = F.normalize(torch.stack([red, torch.tensor([0.0, 0.0, 1.0])]), dim=-1)
-    logits = CropRescorer(topk=2, weight=1.0, context=0.0, logit_scale=20.0)(MeanColour(), pixels, out, queries)
+    logits = rescorer(MeanColour(), pixels, out, queries)
     assert logits[0, 0, 0] > logits[0, 1, 0]  # the exemplar's own region matches it best
 
 

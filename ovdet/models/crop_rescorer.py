@@ -46,6 +46,18 @@ class CropRescorer:
         asked = {q.strip().lower() for q in queries}
         return [name for name in self.reference if name.strip().lower() not in asked]
 
+    def crop_embeddings(self, backbone, pixel_values: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """CLIP's L2-normalised embeddings of box crops, with the context margin: pixel_values
+        [B, 3, S, S], boxes [B, K, 4] cxcywh in 0..1 of the padded square -> [B, K, E]. Image
+        exemplars are embedded by this same path, so they match what candidate boxes are compared as."""
+        b, k, _ = boxes.shape
+        boxes = boxes.float().clone()
+        boxes[..., 2:] *= 1 + 2 * self.context
+        rois = box_convert(boxes, "cxcywh", "xyxy").clamp(0, 1).to(pixel_values.device) * pixel_values.shape[-1]  # [B, K, 4] input pixels
+        crop = backbone.crop_size
+        crops = roi_align(pixel_values.float(), list(rois), output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
+        return torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1).view(b, k, -1)  # [B, K, E]
+
     @torch.no_grad()
     def __call__(
         self,
@@ -62,13 +74,7 @@ class CropRescorer:
         k = min(self.topk, p)
         top = objectness.topk(k, dim=1).indices  # [B, K]
         chosen = torch.gather(boxes, 1, top[..., None].expand(-1, -1, 4))  # [B, K, 4] cxcywh
-        chosen = chosen.clone()
-        chosen[..., 2:] *= 1 + 2 * self.context
-        side = pixel_values.shape[-1]
-        rois = box_convert(chosen, "cxcywh", "xyxy").clamp(0, 1) * side  # [B, K, 4] input pixels
-        crop = backbone.crop_size
-        crops = roi_align(pixel_values.float(), list(rois), output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
-        embeds = torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1)  # [B*K, E]
+        embeds = self.crop_embeddings(backbone, pixel_values, chosen).flatten(0, 1)  # [B*K, E]
         q = query_embeds.shape[0]
         if reference_embeds is not None:
             query_embeds = torch.cat([query_embeds, reference_embeds.to(query_embeds)])  # [Q + R, E]

@@ -3,7 +3,7 @@
 Both kinds of exemplar embedding are L2-normalised and live in the text-embedding space, so they
 mix with text queries:
 - with crop re-scoring, queries are compared with CLIP crop embeddings, so the exemplar is CLIP's
-  embedding of its own crop, taken with the same context margin the re-scorer uses;
+  embedding of its own crop, taken by the re-scorer itself (`CropRescorer.crop_embeddings`);
 - without, it is the head's region embedding of the best region inside the box (OWL-ViT's
   image-conditioned detection): among the regions whose predicted box overlaps the drawn box
   best, the most object-like one.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_convert, box_iou, roi_align
+from torchvision.ops import box_convert, box_iou
 
 from ovdet.boxes import pixels_to_normalized
 from ovdet.image_io import load_image, original_size
@@ -42,26 +42,6 @@ def validate_box(box, size: tuple[int, int]) -> tuple[float, float, float, float
             f"exemplar box {tuple(box)} is empty inside the {width}x{height} image; give x1 < x2 and y1 < y2 in pixels"
         )
     return x1, y1, x2, y2
-
-
-def crop_embedding(backbone, pixel_values: torch.Tensor, box_xyxy: torch.Tensor, context: float) -> torch.Tensor:
-    """CLIP's embedding of one box's crop, as the crop re-scorer sees candidate boxes.
-
-    Args:
-        backbone: a tower with `encode_crops` and `crop_size` (ResNet CLIP).
-        pixel_values: [1, 3, S, S] the preprocessed image.
-        box_xyxy: [4] the box in 0..1 of the padded square.
-        context: fraction of the box size added on every side.
-    Returns:
-        [E] L2-normalised.
-    """
-    box = box_convert(box_xyxy.float()[None], "xyxy", "cxcywh")  # [1, 4]
-    box[:, 2:] *= 1 + 2 * context
-    side = pixel_values.shape[-1]
-    roi = box_convert(box, "cxcywh", "xyxy").clamp(0, 1).to(pixel_values.device) * side  # [1, 4] input pixels
-    crop = backbone.crop_size
-    crops = roi_align(pixel_values.float(), [roi], output_size=(crop, crop), aligned=True)  # [1, 3, c, c]
-    return F.normalize(backbone.encode_crops(crops).float(), dim=-1)[0]  # [E]
 
 
 def region_embedding(outputs: dict[str, torch.Tensor], box_xyxy: torch.Tensor) -> torch.Tensor:
@@ -104,7 +84,8 @@ def encode_exemplars(detector, exemplars) -> torch.Tensor:
     for pil, box in checked:
         pixels = detector.preprocessor([pil]).to(detector.device)  # [1, 3, S, S]
         if detector.rescorer is not None:
-            embeds.append(crop_embedding(detector.backbone, pixels, box, detector.rescorer.context))
+            cxcywh = box_convert(box.float()[None, None], "xyxy", "cxcywh")  # [1, 1, 4]
+            embeds.append(detector.rescorer.crop_embeddings(detector.backbone, pixels, cxcywh)[0, 0])  # [E]
         else:
             no_query = torch.zeros(1, detector.text_encoder.embed_dim, device=detector.device)  # forward wants one
             embeds.append(region_embedding(detector(pixels, no_query), box))
