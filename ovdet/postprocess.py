@@ -9,7 +9,7 @@ from ovdet.boxes import normalized_to_pixels
 
 
 class PostProcess:
-    """Turn `logits` and `pred_boxes` into per-image `{"boxes", "scores", "labels"}`.
+    """Turn `logits` and `pred_boxes` into per-image `{"boxes", "scores", "labels", "regions"}`.
 
     Every (region, query) pair is a candidate, ranked over all pairs (as OWL-ViT and LVIS do),
     so one box may carry several queries.
@@ -48,7 +48,8 @@ class PostProcess:
             outputs: `logits` [B, P, Q], `pred_boxes` [B, P, 4] cxcywh in 0..1 of the padded square.
             sizes: B original (width, height).
         Returns:
-            B dicts: `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] query index.
+            B dicts: `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] query index, `regions` [K]
+            the region (index into P) each detection came from.
         """
         scores = outputs["logits"].float().sigmoid()  # [B, P, Q]
         boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy")  # [B, P, 4]
@@ -75,4 +76,9 @@ class PostProcess:
         else:
             kept = det_scores.argsort(descending=True)
         kept = kept[: self.max_detections]
-        return {"boxes": det_boxes[kept].cpu(), "scores": det_scores[kept].cpu(), "labels": label[kept].cpu()}
+        return {
+            "boxes": det_boxes[kept].cpu(),
+            "scores": det_scores[kept].cpu(),
+            "labels": label[kept].cpu(),
+            "regions": region[kept].cpu(),
+        }

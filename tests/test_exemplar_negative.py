@@ -105,10 +105,9 @@ def test_veto_and_drop_on_hand_made_outputs():
     joint = torch.tensor([[[2.0, 0.0, 1.0], [0.5, 3.0, 1.0]]])  # [B=1, P=2, Q=2 + N=1]
     veto = negative_veto(joint, 2)
     assert veto.tolist() == [[[False, True], [True, False]]]
-    pred = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]])  # cxcywh
     dets = {"boxes": torch.tensor([[0.0, 0.0, 50.0, 50.0], [50.0, 50.0, 100.0, 100.0], [50.0, 50.0, 100.0, 100.0]]),
-            "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 1, 0])}
-    kept = drop_vetoed(dets, pred, veto[0], (100, 100))
+            "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 1, 0]), "regions": torch.tensor([0, 1, 1])}
+    kept = drop_vetoed(dets, veto[0])
     assert kept["labels"].tolist() == [0, 1] and kept["scores"].tolist() == pytest.approx([0.9, 0.8])
 
 

@@ -25,7 +25,7 @@ def to_detections(out: dict, sizes: list[tuple[int, int]], labels: list[str], po
     results = []
     for i, dets in enumerate(post(out, sizes)):
         if "negative_veto" in out:
-            dets = drop_vetoed(dets, out["pred_boxes"][i], out["negative_veto"][i], sizes[i])
+            dets = drop_vetoed(dets, out["negative_veto"][i])
         results.append(
             [
                 Detection([round(v, 2) for v in box.tolist()], round(float(s), 4), int(l), labels[int(l)])
