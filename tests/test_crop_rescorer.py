@@ -65,3 +65,25 @@ def test_reference_names_compete_but_are_not_reported():
     assert with_ref.shape == (1, 3, 1)
     assert with_ref[0, 0, 0].sigmoid() > 0.9 and with_ref[0, 1, 0].sigmoid() < 0.1
     assert rescorer.competitors(["red", "blue"]) == ["green"]  # an asked name is not its own competitor
+
+
+class KeepCrops(FakeTower):
+    crop_size = 16
+
+    def encode_crops(self, crops):  # the crop itself, flattened: shows exactly what CLIP would see
+        return crops.flatten(1)
+
+
+def test_crops_are_squares_around_the_box_as_clip_saw_its_objects():
+    """A 2:1 box is cropped as the square around it, not stretched into one: a wide bar keeps its
+    shape, and the square of its long side gives the same crop."""
+    pixels = torch.zeros(1, 3, 32, 32)
+    pixels[0, :, 12:20, 4:28] = 1.0  # a 24 x 8 bar
+    rescorer = CropRescorer(context=0.0)
+    wide = torch.tensor([[[0.5, 0.5, 0.75, 0.25]]])  # cxcywh: tight around the bar
+    square = torch.tensor([[[0.5, 0.5, 0.75, 0.75]]])
+    a, b = (rescorer.crop_embeddings(KeepCrops(), pixels, box) for box in (wide, square))
+    assert torch.allclose(a, b, atol=1e-6)
+    crop = a.view(3, 16, 16)[0] > 0  # the bar stays three times wider than high
+    rows, cols = crop.any(1).sum().item(), crop.any(0).sum().item()
+    assert cols >= 2.5 * rows

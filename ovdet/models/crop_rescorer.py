@@ -52,8 +52,10 @@ class CropRescorer:
         exemplars are embedded by this same path, so they match what candidate boxes are compared as."""
         b, k, _ = boxes.shape
         boxes = boxes.float().clone()
-        boxes[..., 2:] *= 1 + 2 * self.context
-        rois = box_convert(boxes, "cxcywh", "xyxy").clamp(0, 1).to(pixel_values.device) * pixel_values.shape[-1]  # [B, K, 4] input pixels
+        # Square crops, as CLIP saw its objects: stretching a 2:1 semicircle box to a square makes a dome.
+        # Parts outside the image read as zeros, the mean colour the input is padded with.
+        boxes[..., 2:] = boxes[..., 2:].amax(-1, keepdim=True) * (1 + 2 * self.context)
+        rois = box_convert(boxes, "cxcywh", "xyxy").to(pixel_values.device) * pixel_values.shape[-1]  # [B, K, 4] input pixels
         crop = backbone.crop_size
         crops = roi_align(pixel_values.float(), list(rois), output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
         return torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1).view(b, k, -1)  # [B, K, E]
