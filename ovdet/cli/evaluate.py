@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--vocabulary", choices=["split", "all"], default="split",
                    help="split: query only the split's novel+base names when it lists its base (OV-COCO's 65); "
                         "all: every category name of the json")
-    p.add_argument("--templates", default="single",
-                   help="prompt templates: single, photo, clip7, clip80 or a .json list")
+    p.add_argument("--templates", default=None,
+                   help="prompt templates: single, photo, clip7, clip80 or a .json list; default: the model's own (its config.json 'templates', else single)")
     p.add_argument("--template-mode", choices=["embed", "logit"], default="embed",
                    help="average template embeddings (CLIP) or average logits over templates (OWL-ViT)")
     p.add_argument("--out", type=Path, default=None, metavar="JSON", help="write metrics.json here")
@@ -61,8 +61,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-dets", type=int, default=300,
                    help="(box, category) pairs kept per image, ranked over all pairs")
     p.add_argument("--threshold", type=float, default=0.0, help="minimum score kept (0 keeps the full ranking for AP)")
-    p.add_argument("--nms", type=float, default=None, metavar="IOU",
-                   help="per-category NMS IoU; default off (a set-prediction head emits no duplicates)")
+    p.add_argument("--nms", type=float, default=0.5, metavar="IOU",
+                   help="per-category NMS IoU, as ovdet detect applies it; 1 keeps every box")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, or cuda:K for one chosen GPU")
     p.add_argument("--devices", type=int, default=1, help="number of devices; >1 runs DDP (one process per GPU)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: main process)")

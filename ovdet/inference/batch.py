@@ -29,8 +29,8 @@ def predict_coco(
     workers: int = 2,
     max_dets: int = 300,
     score_threshold: float = 0.0,
-    nms: float | None = None,
-    templates="single",
+    nms: float | None = 0.5,
+    templates=None,
     template_mode: str = "embed",
     accelerator: str = "auto",
     devices: int | str | list[int] = 1,
@@ -43,8 +43,10 @@ def predict_coco(
     max_dets: (box, category) pairs kept per image, ranked over all pairs, so several categories
         may share one box (OWL-ViT / LVIS protocol: 300).
     score_threshold: 0 keeps the full ranking, as AP wants.
-    nms: IoU of per-category NMS; None (default) keeps every pair: a set-prediction head trained
-        with Hungarian matching (DETR / OWL-ViT) does not emit duplicates to suppress.
+    nms: IoU of per-category NMS, 0.5 as in `ovdet detect`, so AP measures what users get; None
+        keeps every pair. A head trained with Hungarian matching alone emits few duplicates, but
+        crop re-scoring lifts its low-objectness near-copies of a found object (ShapeWorld, 200
+        tuning images: AP50 novel / base 50.4 / 59.3 without NMS, 63.1 / 76.5 with 0.5).
     accelerator / devices: Lightning's; several devices run DDP, each rank predicts its shard
         and rank 0 gathers them (`torch.distributed.gather_object`): no shared disk needed.
     workers: DataLoader processes that decode and preprocess images (0: in the main process).
