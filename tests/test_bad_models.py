@@ -117,6 +117,8 @@ def test_wrong_shape_head_and_nan_weights_are_named(model):
         ({"format_version": 99}, "upgrade ovdet"),
         ({"clip": {"format": "hf"}}, "clip.path"),
         ({"image_size": 30}, "describes no valid model.*multiple"),
+        ({"templates": "clip77"}, "describes no valid model.*unknown template set 'clip77'"),
+        ({"context_blocks": -1}, "describes no valid model.*context_blocks must be >= 0"),
     ],
 )
 def test_bad_config_is_named(model, changes, message):

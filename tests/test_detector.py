@@ -77,3 +77,17 @@ def test_image_size_must_fit_stride(tiny_clip_dir):
 def test_missing_hub_model_is_one_clear_error():
     with pytest.raises(ModelNotAvailableError, match="not available offline"):
         Detector.from_pretrained("openai/clip-vit-base-patch32-not-cached")
+
+
+def test_the_model_names_its_templates_and_a_caller_may_override_them(tiny_clip_dir, tmp_path):
+    """A model saved with `templates` uses them whenever a caller names none (ovdet detect / eval)."""
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=32, templates="clip7")
+    reloaded = Detector.from_pretrained(det.save_pretrained(tmp_path / "model"))
+    assert reloaded.templates == "clip7"
+    names = ["red circle", "star"]
+    assert torch.equal(reloaded.encode_queries(names), reloaded.encode_queries(names, "clip7"))
+    assert not torch.allclose(reloaded.encode_queries(names), reloaded.encode_queries(names, "single"))
+    x = torch.randn(1, 3, 32, 32)
+    own, clip7 = reloaded.predict(x, names), reloaded.predict(x, names, templates="clip7")
+    assert torch.equal(own["logits"], clip7["logits"])
+    assert Detector.from_clip(str(tiny_clip_dir), image_size=32).templates == "single"

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ovdet.models.head import MASKED_LOGIT, DetectionHead
@@ -40,3 +41,28 @@ def test_joint_space_tokens_start_zero_shot():
     assert torch.equal(logits.argmax(-1), cosine.argmax(-1))
     # Scale 10 and shift -0.46 at init: a region of cosine 0 starts at the focal prior p ~ 0.01.
     assert torch.allclose(logits, 10.0 * (cosine - 0.46), atol=1e-4)
+
+
+def test_fresh_context_tower_is_the_identity_and_then_sees_neighbours():
+    """context_blocks starts as the per-region head (zero last convs); once trained, a region's box
+    depends on its neighbours, which the per-region MLP never sees."""
+    torch.manual_seed(0)
+    plain = DetectionHead(token_dim=16, embed_dim=8)
+    tower = DetectionHead(token_dim=16, embed_dim=8, context_blocks=2)
+    tower.load_state_dict(plain.state_dict(), strict=False)
+    for p in (*plain.box_mlp.parameters(), *tower.box_mlp.parameters()):
+        torch.nn.init.normal_(p, std=0.1)
+    tower.box_mlp.load_state_dict(plain.box_mlp.state_dict())
+    tokens, queries = torch.randn(2, 12, 16), torch.randn(3, 8)
+    a, b = plain(tokens, (3, 4), queries), tower(tokens, (3, 4), queries)
+    for key in ("pred_boxes", "objectness", "logits"):
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    for block in tower.context.blocks:
+        torch.nn.init.normal_(block[-1].weight, std=0.1)
+    moved = tokens.clone()
+    moved[:, 1] += 1.0  # region 1 is a neighbour of region 0 on the 3 x 4 grid
+    before, after = tower(tokens, (3, 4), queries), tower(moved, (3, 4), queries)
+    assert not torch.allclose(before["pred_boxes"][:, 0], after["pred_boxes"][:, 0])
+    assert torch.equal(plain(moved, (3, 4), queries)["pred_boxes"][:, 0], a["pred_boxes"][:, 0])
+    with pytest.raises(ValueError, match="context_blocks"):
+        DetectionHead(token_dim=16, embed_dim=8, context_blocks=-1)

@@ -1,7 +1,7 @@
 """Attribute phrases on ShapeWorld: AP50 per "<colour> <shape>" phrase, all phrases queried at once.
 
     python tools/attribute_ap.py MODEL VAL_DIR --out attributes.json [--shapes star,circle] \
-        [--min-instances 10] [--templates single] [--attribute color] [--max-images N]
+        [--min-instances 10] [--templates clip7] [--attribute color] [--max-images N]
 
 Two runs of `evaluate_model` (the function behind `ovdet eval`) on VAL_DIR's images: one with every
 phrase of the selected shapes as the vocabulary (so "red star" competes with "blue star" on the
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> None:
     phrase_gt = build_phrase_gt(instances, shapes, args.min_instances, args.attribute)
     shape_gt = build_shape_gt(instances, shapes)
     detector = Detector.from_pretrained(args.model)
-    run = {"templates": args.templates, "workers": args.workers, "batch_size": args.batch_size, "progress": False}
+    templates = detector.templates if args.templates is None else args.templates
+    run = {"templates": templates, "workers": args.workers, "batch_size": args.batch_size, "progress": False}
     with tempfile.TemporaryDirectory() as tmp:
         preds = Path(args.predictions_dir or tmp)
         phrase = evaluate_model(detector, phrase_gt, args.val / "images", predictions=preds / "phrases.json", **run)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
         "model": str(args.model),
         "val": str(args.val),
         "num_images": len(instances["images"]),
-        "templates": args.templates,
+        "templates": templates,
         "phrase_gt": phrase_gt["info"],
         "vocabulary_size": {"phrases": len(phrase_gt["categories"]), "shapes": len(shape_gt["categories"])},
         "AP50": {kind: {g: m[f"AP50_{g}"] for g in ("novel", "base", "all")}
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shapes", default=None, help="comma-separated shape names (default: all shapes)")
     parser.add_argument("--min-instances", type=int, default=10, help="objects a phrase needs to be evaluated")
     parser.add_argument("--attribute", default="color", help="annotation attribute that prefixes the shape")
-    parser.add_argument("--templates", default="single", help="prompt template set (single, clip7, ...)")
+    parser.add_argument("--templates", default=None, help="prompt template set (single, clip7, ...); default: the model's own")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for an object to count as localized")
     parser.add_argument("--batch-size", type=int, default=8)

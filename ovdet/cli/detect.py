@@ -37,8 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.1, help="minimum score (sigmoid) to report a detection")
     p.add_argument("--nms", type=float, default=0.5, help="IoU threshold of per-query NMS; 1 keeps all boxes")
     p.add_argument("--max-detections", type=int, default=100, help="detections kept per image")
-    p.add_argument("--templates", default="single",
-                   help="prompt templates: single, photo, clip7, clip80 or a .json list")
+    p.add_argument("--templates", default=None,
+                   help="prompt templates: single, photo, clip7, clip80 or a .json list; default: the model's own (its config.json 'templates', else single)")
     p.add_argument("--template-mode", choices=["embed", "logit"], default="embed",
                    help="average template embeddings (CLIP) or average logits over templates (OWL-ViT)")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")

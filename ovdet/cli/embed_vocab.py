@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                    help="ovdet model folder or CLIP folder/id; default: the embedded ShapeWorld model")
     p.add_argument("--vocab", required=True, metavar="NAMES",
                    help="coco (80 names), a .txt file (one name a line) or a COCO/LVIS .json (its categories)")
-    p.add_argument("--templates", default="single", help="prompt templates: single, photo, clip7, clip80 or a .json list")
+    p.add_argument("--templates", default=None,
+                   help="prompt templates: single, photo, clip7, clip80 or a .json list; default: the model's own (its config.json 'templates', else single)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .safetensors file to write")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     p.set_defaults(run=run)
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(device)
-    cache = detector.text_encoder.save_vocab(args.out, names, args.templates, model=model_name)
+    templates = detector.templates if args.templates is None else args.templates
+    cache = detector.text_encoder.save_vocab(args.out, names, templates, model=model_name)
     t, q, e = cache.embeds.shape
     print(f"wrote {args.out}: {q} names x {t} templates, {e}-d embeddings, model {model_name}")
     return 0

@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
                    help="a query of the baked vocabulary; repeat for several")
     p.add_argument("--vocab-cache", type=Path, default=None, metavar="FILE",
                    help="bake the names of an `ovdet embed-vocab` file (its embeddings, no text tower run)")
-    p.add_argument("--templates", default="single", help="prompt templates for -q: single, photo, clip7, clip80, .json")
+    p.add_argument("--templates", default=None,
+                   help="prompt templates for -q: single, photo, clip7, clip80, .json; default: the model's own")
     p.add_argument("--no-rescore", action="store_true", help="leave crop re-scoring out (head scores only)")
     p.add_argument("--batch-size", type=int, default=1,
                    help="fixed batch of a file with crop re-scoring (files without it take any batch)")
@@ -56,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.from_pretrained(model_name).eval()
     if args.vocab_cache is not None:
         queries = queries or detector.load_vocab(args.vocab_cache)
-    embeds = detector.encode_queries(queries, args.templates) if queries else None
+    templates = detector.templates if args.templates is None else args.templates
+    embeds = detector.encode_queries(queries, templates) if queries else None
     rescore = not args.no_rescore
     _export(detector, args, embeds, rescore)
     info = {
         "model": model_name, "variant": args.variant, "queries": queries if args.variant == "image" else None,
-        "templates": args.templates, "rescore": rescore and detector.rescorer is not None,
+        "templates": templates, "rescore": rescore and detector.rescorer is not None,
         "image_size": detector.image_size, "image_mean": list(detector.backbone.image_mean),
         "image_std": list(detector.backbone.image_std),
         "inputs": ["pixel_values"] + (["query_embeds"] if args.variant == "embeds" else []),

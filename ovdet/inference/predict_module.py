@@ -29,7 +29,7 @@ class CocoPredictModule(L.LightningModule):
         queries: Sequence[str],
         cat_ids: Sequence[int],
         postprocess: PostProcess,
-        templates="single",
+        templates=None,
         template_mode: str = "embed",
     ):
         super().__init__()

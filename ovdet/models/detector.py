@@ -51,6 +51,8 @@ class Detector(nn.Module):
             by their CLIP-encoded crops; None scores with the head alone.
         feature_stride: region grid of towers that offer a choice (ResNet: 16 or 32); None keeps
             the tower's own.
+        context_blocks: 3x3 conv blocks over the region grid before the box and objectness MLPs.
+        templates: the prompt templates queries get when a caller names none (a set name or a list).
     """
 
     def __init__(
@@ -61,8 +63,11 @@ class Detector(nn.Module):
         info: dict | None = None,
         rescore: dict | None = None,
         feature_stride: int | None = None,
+        context_blocks: int = 0,
+        templates: str | list[str] = "single",
     ):
         super().__init__()
+        resolve_templates(templates)  # an unknown set fails here, not at the first query
         if feature_stride is not None:
             if not hasattr(clip.backbone, "set_feature_stride"):
                 raise ValueError(f"{type(clip.backbone).__name__} has a fixed region grid; drop feature_stride={feature_stride}")
@@ -75,9 +80,9 @@ class Detector(nn.Module):
         self.clip = clip  # a plain dataclass: its modules are registered below, once
         self.backbone = clip.backbone
         self.text_encoder = TextEncoder(clip.text_tower)
-        self.head = DetectionHead(self.backbone.width, self.text_encoder.embed_dim, box_layers=box_layers)
+        self.head = DetectionHead(self.backbone.width, self.text_encoder.embed_dim, box_layers, context_blocks)
         self.image_size = image_size
-        self.box_layers = box_layers
+        self.box_layers, self.context_blocks, self.templates = box_layers, context_blocks, templates
         self.info = dict(info or {})
         self.preprocessor = ImagePreprocessor(image_size, self.backbone.image_mean, self.backbone.image_std)
         self.set_rescore(rescore)
@@ -102,6 +107,8 @@ class Detector(nn.Module):
         box_layers: int = 3,
         rescore: dict | None = None,
         feature_stride: int | None = None,
+        context_blocks: int = 0,
+        templates: str | list[str] = "single",
     ) -> "Detector":
         """A detector with a fresh (untrained) head on a CLIP hub id or folder; Hydra builds this.
 
@@ -109,7 +116,15 @@ class Detector(nn.Module):
         """
         loaded = load_clip(clip, trainable_layers)
         size = image_size or loaded.backbone.default_image_size
-        return cls(loaded, size, box_layers, info={"untrained": True}, rescore=rescore, feature_stride=feature_stride)
+        return cls(loaded, size, box_layers, info={"untrained": True}, rescore=rescore, feature_stride=feature_stride,
+                   context_blocks=context_blocks, templates=templates)
+
+    @classmethod
+    def from_config(cls, clip: LoadedCLIP, config: dict) -> "Detector":
+        """The (untrained) detector a saved `config` describes, on a loaded CLIP; weights come after."""
+        return cls(clip, config["image_size"], config.get("box_layers", 3), config.get("info"), rescore=config.get("rescore"),
+                   feature_stride=config.get("feature_stride"), context_blocks=config.get("context_blocks", 0),
+                   templates=config.get("templates", "single"))
 
     @property
     def device(self) -> torch.device:
@@ -119,10 +134,11 @@ class Detector(nn.Module):
     def untrained(self) -> bool:
         return bool(self.info.get("untrained", False))
 
-    def encode_queries(self, queries: list[str], templates="single", reduce: bool = True) -> torch.Tensor:
+    def encode_queries(self, queries: list[str], templates=None, reduce: bool = True) -> torch.Tensor:
         """L2-normalised query embeddings, [Q, E] (or [T, Q, E] with reduce=False); cached in memory,
-        and pre-filled from disk by `load_vocab` (a file of `ovdet embed-vocab`). Do not modify in place."""
-        return self.text_encoder.encode(queries, templates, reduce=reduce)
+        and pre-filled from disk by `load_vocab` (a file of `ovdet embed-vocab`). Do not modify in place.
+        `templates` None: the model's own (`self.templates`)."""
+        return self.text_encoder.encode(queries, self.templates if templates is None else templates, reduce=reduce)
 
     def load_vocab(self, path) -> list[str]:
         """Pre-fill the text cache from an `ovdet embed-vocab` file; returns its names. A file made
@@ -187,7 +203,7 @@ class Detector(nn.Module):
         self,
         pixel_values: torch.Tensor,
         queries: list[str],
-        templates="single",
+        templates=None,
         template_mode="embed",
         query_embeds: torch.Tensor | None = None,
         negatives: list[str] | None = None,
@@ -239,7 +255,8 @@ class Detector(nn.Module):
         parts = [self.encode_queries(list(queries), templates, reduce=reduce)] if len(queries) else []
         if query_embeds is not None and len(query_embeds):
             extra = query_embeds.to(self.device, torch.float32)  # [X, E], one embedding for every template
-            parts.append(extra if reduce else extra.expand(len(resolve_templates(templates)), -1, -1))
+            temps = resolve_templates(self.templates if templates is None else templates)
+            parts.append(extra if reduce else extra.expand(len(temps), -1, -1))
         if negatives:
             parts.append(self.encode_queries(list(negatives), templates, reduce=reduce))
         if not parts:
@@ -258,7 +275,7 @@ class Detector(nn.Module):
         threshold: float = 0.1,
         nms: float | None = 0.5,
         max_detections: int = 100,
-        templates="single",
+        templates=None,
         template_mode: str = "embed",
         batch_size: int = 8,
         negatives: list[str] | None = None,
@@ -298,6 +315,8 @@ class Detector(nn.Module):
             "clip": {"format": self.clip.format, "path": clip_path},
             "image_size": self.image_size,
             "box_layers": self.box_layers,
+            "context_blocks": self.context_blocks,
+            "templates": self.templates,
             "trainable_layers": getattr(self.backbone, "trainable_layers", 0),
             "rescore": self.rescore,
             "feature_stride": getattr(self.backbone, "feature_stride", None),
@@ -342,8 +361,7 @@ class Detector(nn.Module):
         with one_line_errors(clip_path):
             clip = load_clip(str(clip_path), layers)
         try:
-            det = cls(clip, config["image_size"], config.get("box_layers", 3), config.get("info"),
-                      rescore=config.get("rescore"), feature_stride=config.get("feature_stride"))
+            det = cls.from_config(clip, config)
         except ValueError as err:
             raise ModelNotAvailableError(f"'{path / CONFIG_NAME}' describes no valid model: {err}") from None
         weights = path / WEIGHTS_NAME

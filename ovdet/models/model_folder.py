@@ -31,6 +31,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "clip": (dict,),
     "image_size": (int,),
     "box_layers": (int,),
+    "context_blocks": (int,),
+    "templates": (str, list),
     "trainable_layers": (int,),
     "rescore": (dict, type(None)),
     "feature_stride": (int, type(None)),

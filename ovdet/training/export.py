@@ -55,8 +55,7 @@ def export_from_checkpoint(
     if config is None:
         raise ValueError(f"'{path}' is not an ovdet training checkpoint (no '{DETECTOR_CONFIG_KEY}' entry)")
     clip = load_clip(config["clip"]["path"], config.get("trainable_layers", 0))
-    detector = Detector(clip, config["image_size"], config.get("box_layers", 3), config.get("info"),
-                        rescore=config.get("rescore"), feature_stride=config.get("feature_stride"))
+    detector = Detector.from_config(clip, config)
     prefix = "detector."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     missing, unexpected = detector.load_state_dict(state, strict=False)
