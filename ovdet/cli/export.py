@@ -34,8 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--templates", default=None,
                    help="prompt templates for -q: single, photo, clip7, clip80, .json; default: the model's own")
     p.add_argument("--no-rescore", action="store_true", help="leave crop re-scoring out (head scores only)")
-    p.add_argument("--batch-size", type=int, default=1,
-                   help="fixed batch of a file with crop re-scoring (files without it take any batch)")
+    p.add_argument("--batch-size", type=int, default=2,
+                   help="images in the onnxruntime check (the file itself takes any batch)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     p.add_argument("--runs", type=int, default=3, help="timed calls of the check (median)")
     p.set_defaults(run=run)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "image_size": detector.image_size, "image_mean": list(detector.backbone.image_mean),
         "image_std": list(detector.backbone.image_std),
         "inputs": ["pixel_values"] + (["query_embeds"] if args.variant == "embeds" else []),
-        "batch_size": args.batch_size if rescore and detector.rescorer is not None else "any",
+        "batch_size": "any",
         "outputs": ["pred_boxes (cxcywh, 0..1 of the padded square)", "logits [B, P, Q]", "objectness [B, P]"],
     }  # fmt: skip
     if not args.no_check:
@@ -82,11 +82,11 @@ def _export(detector, args, embeds, rescore: bool) -> None:
     from ovdet.export.onnx import export_onnx
 
     print(f"exporting {args.variant} variant to {args.out} (this takes a while for a ViT) ...")
-    export_onnx(detector, args.out, args.variant, embeds, rescore=rescore, batch_size=args.batch_size)
+    export_onnx(detector, args.out, args.variant, embeds, rescore=rescore)
 
 
 def _check(detector, args, embeds, rescore: bool) -> dict:
-    """onnxruntime vs torch on the bundled scene and a differently sized image (the file's batch size, else 2)."""
+    """onnxruntime vs torch on `--batch-size` images: the bundled scene and differently sized ones."""
     import torch
 
     from ovdet.benchmark.workload import synthetic_images
@@ -94,9 +94,8 @@ def _check(detector, args, embeds, rescore: bool) -> dict:
     from ovdet.image_io import load_image
 
     scene = Path(__file__).resolve().parents[1] / "assets" / "scene.png"
-    fixed = rescore and detector.rescorer is not None
     images = [load_image(scene), *synthetic_images(1)] * args.batch_size
-    pixels = detector.preprocessor(images[: args.batch_size] if fixed else images[:2])
+    pixels = detector.preprocessor(images[: args.batch_size])
     if embeds is None:  # embeds variant without a vocabulary: any unit vectors exercise it
         embeds = torch.nn.functional.normalize(torch.randn(5, detector.text_encoder.embed_dim), dim=-1)
     result = check_onnx(args.out, detector, pixels, embeds, baked=args.variant == "image", rescore=rescore, runs=args.runs)

@@ -6,9 +6,8 @@ Two variants, both fp32, with a dynamic batch axis (see below for crop re-scorin
 - `embeds`: (pixel_values, query_embeds [Q, E]) -> the same outputs; Q is dynamic, so any
   vocabulary embedded with `ovdet embed-vocab` (or `Detector.encode_queries`) can be fed in.
 Crop re-scoring (the embedded ResNet model) is exported too: top-k, roi_align and the CLIP crop
-encoder all have ONNX ops. Its boxes reach roi_align as a per-image list, which the exporter
-unrolls, so a re-scoring file has a fixed batch size (`batch_size`, default 1). Text encoding and
-postprocess (threshold, NMS) stay outside the file.
+encoder all have ONNX ops, and its boxes reach roi_align as one [B*K, 5] tensor, so the batch stays
+dynamic there as well. Text encoding and postprocess (threshold, NMS) stay outside the file.
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ def export_onnx(
     query_embeds: torch.Tensor | None = None,
     rescore: bool = True,
     opset: int = 18,
-    batch_size: int = 1,
 ) -> Path:
     """Write `detector` as an ONNX file (see the module docstring for the variants).
 
@@ -64,7 +62,6 @@ def export_onnx(
         variant: "image" (needs `query_embeds` [Q, E] to bake in) or "embeds".
         query_embeds: the baked vocabulary for "image"; for "embeds" an example input (optional).
         rescore: keep the crop re-scoring of a detector that has one.
-        batch_size: the fixed batch of a file with crop re-scoring; other files take any batch.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -77,17 +74,16 @@ def export_onnx(
     detector = detector.eval().cpu()
     size = detector.image_size
     example_queries = query_embeds if query_embeds is not None else torch.randn(3, detector.text_encoder.embed_dim)
-    fixed_batch = rescore and detector.rescorer is not None
-    pixels = torch.zeros(batch_size if fixed_batch else 2, 3, size, size)  # 2: a 1 would be specialised
-    batch = None if fixed_batch else torch.export.Dim("batch", min=1, max=1024)
+    pixels = torch.zeros(2, 3, size, size)  # 2: a 1 would be specialised
+    batch = torch.export.Dim("batch", min=1, max=1024)
     queries = torch.export.Dim("queries", min=1, max=100000)
     if variant == "image":
         module, args = ExportableDetector(detector, query_embeds, rescore), (pixels,)
-        inputs, shapes = ["pixel_values"], {"pixel_values": {0: batch} if batch else None}
+        inputs, shapes = ["pixel_values"], {"pixel_values": {0: batch}}
     else:
         module, args = ExportableDetector(detector, None, rescore), (pixels, example_queries.float())
         inputs = ["pixel_values", "query_embeds"]
-        shapes = {"pixel_values": {0: batch} if batch else None, "query_embeds": {0: queries}}
+        shapes = {"pixel_values": {0: batch}, "query_embeds": {0: queries}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about Python-side shape checks
         torch.onnx.export(

@@ -56,8 +56,12 @@ class CropRescorer:
         # Parts outside the image read as zeros, the mean colour the input is padded with.
         boxes[..., 2:] = boxes[..., 2:].amax(-1, keepdim=True) * (1 + 2 * self.context)
         rois = box_convert(boxes, "cxcywh", "xyxy").to(pixel_values.device) * pixel_values.shape[-1]  # [B, K, 4] input pixels
+        # One [B*K, 5] tensor (image index, x1, y1, x2, y2), not a per-image list: an exported graph
+        # keeps a dynamic batch instead of unrolling one roi_align per image.
+        index = torch.arange(b, device=rois.device, dtype=rois.dtype).repeat_interleave(k)[:, None]  # [B*K, 1]
         crop = backbone.crop_size
-        crops = roi_align(pixel_values.float(), list(rois), output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
+        crops = roi_align(pixel_values.float(), torch.cat([index, rois.reshape(-1, 4)], 1), output_size=(crop, crop),
+                          aligned=True)  # [B*K, 3, c, c]
         return torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1).view(b, k, -1)  # [B, K, E]
 
     @torch.no_grad()
