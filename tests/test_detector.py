@@ -91,3 +91,15 @@ def test_the_model_names_its_templates_and_a_caller_may_override_them(tiny_clip_
     own, clip7 = reloaded.predict(x, names), reloaded.predict(x, names, templates="clip7")
     assert torch.equal(own["logits"], clip7["logits"])
     assert Detector.from_clip(str(tiny_clip_dir), image_size=32).templates == "single"
+
+
+def test_context_tower_runs_on_a_vit_tower_and_reloads(tiny_clip_dir, tmp_path):
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=32, context_blocks=1)
+    for p in det.head.context.parameters():  # a trained tower: the identity start would hide a reload bug
+        torch.nn.init.normal_(p, std=0.05)
+    reloaded = Detector.from_pretrained(det.save_pretrained(tmp_path / "model"))
+    assert reloaded.context_blocks == 1
+    x, q = torch.randn(2, 3, 32, 32), det.encode_queries(["cat"])
+    with torch.no_grad():
+        a, b = det.eval()(x, q), reloaded(x, q)
+    assert torch.equal(a["pred_boxes"], b["pred_boxes"]) and torch.equal(a["objectness"], b["objectness"])
