@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
     phrase_gt = build_phrase_gt(instances, shapes, args.min_instances, args.attribute)
     shape_gt = build_shape_gt(instances, shapes)
     detector = Detector.from_pretrained(args.model)
-    templates = detector.templates if args.templates is None else args.templates
+    templates = detector.prompt_templates(args.templates)
     run = {"templates": templates, "workers": args.workers, "batch_size": args.batch_size, "progress": False}
     with tempfile.TemporaryDirectory() as tmp:
         preds = Path(args.predictions_dir or tmp)

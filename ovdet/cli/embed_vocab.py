@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(device)
-    templates = detector.templates if args.templates is None else args.templates
+    templates = detector.prompt_templates(args.templates)
     cache = detector.text_encoder.save_vocab(args.out, names, templates, model=model_name)
     t, q, e = cache.embeds.shape
     print(f"wrote {args.out}: {q} names x {t} templates, {e}-d embeddings, model {model_name}")

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.from_pretrained(model_name).eval()
     if args.vocab_cache is not None:
         queries = queries or detector.load_vocab(args.vocab_cache)
-    templates = detector.templates if args.templates is None else args.templates
+    templates = detector.prompt_templates(args.templates)
     embeds = detector.encode_queries(queries, templates) if queries else None
     rescore = not args.no_rescore
     _export(detector, args, embeds, rescore)

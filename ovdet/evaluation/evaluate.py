@@ -103,7 +103,7 @@ def run_detector(
         "model": str(model) if not isinstance(model, Detector) else type(model).__name__,
         "untrained": detector.untrained,
         "image_size": detector.image_size,
-        "templates": options.get("templates") or detector.templates,
+        "templates": detector.prompt_templates(options.get("templates")),
         "template_mode": options.get("template_mode", "embed"),
         "vocabulary_size": len(categories),
         "max_dets": options.get("max_dets", 300),

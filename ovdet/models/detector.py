@@ -138,7 +138,11 @@ class Detector(nn.Module):
         """L2-normalised query embeddings, [Q, E] (or [T, Q, E] with reduce=False); cached in memory,
         and pre-filled from disk by `load_vocab` (a file of `ovdet embed-vocab`). Do not modify in place.
         `templates` None: the model's own (`self.templates`)."""
-        return self.text_encoder.encode(queries, self.templates if templates is None else templates, reduce=reduce)
+        return self.text_encoder.encode(queries, self.prompt_templates(templates), reduce=reduce)
+
+    def prompt_templates(self, templates=None):
+        """The templates a call uses: the ones it names, else the model's own (`templates` in config.json)."""
+        return self.templates if templates is None else templates
 
     def load_vocab(self, path) -> list[str]:
         """Pre-fill the text cache from an `ovdet embed-vocab` file; returns its names. A file made
@@ -255,7 +259,7 @@ class Detector(nn.Module):
         parts = [self.encode_queries(list(queries), templates, reduce=reduce)] if len(queries) else []
         if query_embeds is not None and len(query_embeds):
             extra = query_embeds.to(self.device, torch.float32)  # [X, E], one embedding for every template
-            temps = resolve_templates(self.templates if templates is None else templates)
+            temps = resolve_templates(self.prompt_templates(templates))
             parts.append(extra if reduce else extra.expand(len(temps), -1, -1))
         if negatives:
             parts.append(self.encode_queries(list(negatives), templates, reduce=reduce))
