@@ -7,6 +7,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+# OpenAI CLIP's pixel normalisation (most CLIP-family checkpoints use it).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 class ImagePreprocessor:
     """Resize the longest side to `image_size`, pad bottom/right to a square, normalise.

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import CLIPVisionModel
 
-from ovdet.models.clip_loader import load_clip
+from ovdet.towers.loader import load_clip
 
 
 def test_patch_tokens_equal_direct_transformers(tiny_clip_dir):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ovdet.data.coco_detection import CocoDetection
 from ovdet.data.transforms import build_transform
-from ovdet.models.clip_loader import OPENAI_MEAN, OPENAI_STD
+from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
 
 S = 64
 

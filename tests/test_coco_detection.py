@@ -12,7 +12,7 @@ from ovdet.data.coco_detection import CocoDetection, clean_box
 from ovdet.data.collate import collate_detection
 from ovdet.data.datamodule import CocoDataModule
 from ovdet.data.transforms import Augmentation, build_transform
-from ovdet.models.clip_loader import OPENAI_MEAN, OPENAI_STD
+from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
 from ovdet.text.templates import template_sets
 
 S = 64

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ovdet.errors import ModelNotAvailableError
-from ovdet.models.clip_loader import load_clip
-from ovdet.models.clip_resnet_backbone import CLIPResNetBackbone
+from ovdet.towers.loader import load_clip
+from ovdet.towers.vision_resnet import CLIPResNetBackbone
 from ovdet.models.detector import Detector
-from ovdet.models.open_clip_io import CONFIG_NAME, build_open_clip, save_open_clip
+from ovdet.towers.open_clip_io import CONFIG_NAME, build_open_clip, save_open_clip
 
 
 def tiny_resnet_clip(seed: int = 0):

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovdet.models.clip_loader import load_clip
+from ovdet.towers.loader import load_clip
 from ovdet.models.detector import Detector
-from ovdet.models.open_clip_io import build_open_clip, open_clip_tokenizer
+from ovdet.towers.open_clip_io import build_open_clip, open_clip_tokenizer
 from ovdet.pretraining.contrastive_loss import clip_contrastive_loss
 from ovdet.pretraining.pair_data import ImageTextPairs, PairCollate
 from ovdet.pretraining.positive_pairs import positive_pairs

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ovdet.models.clip_loader import load_clip
+from ovdet.towers.loader import load_clip
 from ovdet.models.text_encoder import TextEncoder
 from ovdet.text.templates import resolve_templates, template_sets
 

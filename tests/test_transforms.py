@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ovdet.data.transforms import Augmentation, build_transform
-from ovdet.models.clip_loader import OPENAI_MEAN, OPENAI_STD
+from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
 
 S = 64
 

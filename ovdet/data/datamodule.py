@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from ovdet.data.coco_detection import CocoDetection
 from ovdet.data.collate import collate_detection
 from ovdet.data.transforms import Augmentation, build_transform
-from ovdet.models.clip_loader import OPENAI_MEAN, OPENAI_STD
+from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
 
 
 class CocoDataModule(L.LightningDataModule):

@@ -11,7 +11,8 @@ from torch import nn
 
 from ovdet.errors import ModelNotAvailableError
 from ovdet.image_io import load_image, original_size
-from ovdet.models.clip_loader import LoadedCLIP, load_clip
+from ovdet.towers.loaded_clip import LoadedCLIP
+from ovdet.towers.loader import load_clip
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detection import Detection, to_detections
 from ovdet.models.exemplar import encode_exemplars, exemplar_labels
@@ -160,7 +161,7 @@ class Detector(nn.Module):
         bf16 casts the frozen tower's weights once and "fp32" restores them exactly (`Bf16Weights`).
         The head, the text tower and every output stay fp32. Returns the precision now in force.
         """
-        from ovdet.models.clip_resnet_backbone import CLIPResNetBackbone
+        from ovdet.towers.vision_resnet import CLIPResNetBackbone
         from ovdet.models.precision import Bf16Weights, resolve_precision
 
         vision = self.backbone.vision

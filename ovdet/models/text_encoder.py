@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovdet.models.text_tower import TextTower
+from ovdet.towers.text_tower import TextTower
 from ovdet.text.templates import resolve_templates
 from ovdet.text.tokenizer import warn_truncated
 from ovdet.text.vocab_cache import VocabCache, read_vocab_cache, write_vocab_cache

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from ovdet.models.open_clip_io import open_clip_tokenizer
+from ovdet.towers.open_clip_io import open_clip_tokenizer
 from ovdet.pretraining.contrastive_loss import clip_contrastive_loss
 from ovdet.pretraining.zero_shot import ZeroShotTask, zero_shot_metrics
 from ovdet.training.schedule import optimizers_config

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ovdet.data.shapeworld_captions import with_article
-from ovdet.models.open_clip_io import open_clip_tokenizer
+from ovdet.towers.open_clip_io import open_clip_tokenizer
 from ovdet.pretraining.pair_pool import PairPool, PoolSpec, cached_pool
 from ovdet.pretraining.positive_pairs import positive_pairs
 from ovdet.pretraining.zero_shot import ZeroShotTask

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ovdet.models.open_clip_io import save_open_clip
+from ovdet.towers.open_clip_io import save_open_clip
 from ovdet.training.run import instantiate_group
 
 REPORT_NAME = "pretraining.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ovdet.models.clip_loader import load_clip
+from ovdet.towers.loader import load_clip
 from ovdet.models.detector import Detector
 from ovdet.training.checkpoint import load_checkpoint
 from ovdet.training.module import DETECTOR_CONFIG_KEY, DetectionModule

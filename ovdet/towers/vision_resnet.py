@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovdet.models.backbone import DenseFeatures, VisionBackbone
+from ovdet.towers.backbone import DenseFeatures, VisionBackbone
 
 DENSE_MODES = ("proj", "raw")
 STAGES = ("layer1", "layer2", "layer3", "layer4")

@@ -3,44 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
 from ovdet.errors import ModelNotAvailableError
-from ovdet.models.backbone import VisionBackbone
-from ovdet.models.text_tower import TextTower
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass
-class LoadedCLIP:
-    """A CLIP split into a dense vision backbone and a text tower, plus what is needed to save it."""
-
-    backbone: VisionBackbone
-    text_tower: TextTower
-    reference: str  # what the user named: a hub id or a folder
-    format: str  # "hf" (transformers) or "open_clip"
-    model: nn.Module  # the whole CLIP, for save()
-    tokenizer: object = None
-
-    def save(self, folder: str | Path, dtype=None) -> None:
-        """Write the CLIP (with any fine-tuned vision blocks) in its own format.
-
-        `dtype` (e.g. torch.float16) applies to open_clip folders; transformers folders stay as loaded.
-        """
-        folder = Path(folder)
-        if self.format == "hf":
-            self.model.save_pretrained(str(folder))
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(str(folder))
-        else:
-            from ovdet.models.open_clip_io import save_open_clip
-
-            save_open_clip(self.model, folder, **({"dtype": dtype} if dtype is not None else {}))
+from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
+from ovdet.towers.loaded_clip import LoadedCLIP
 
 
 def detect_format(name_or_path: str) -> str:
@@ -59,7 +26,7 @@ def load_clip(name_or_path: str | Path, trainable_layers: int = 0) -> LoadedCLIP
     """
     name = str(name_or_path)
     if detect_format(name) == "open_clip":
-        from ovdet.models.open_clip_io import load_open_clip
+        from ovdet.towers.open_clip_io import load_open_clip
 
         return load_open_clip(Path(name), trainable_layers=trainable_layers)
     return _load_hf_clip(name, trainable_layers)
@@ -69,8 +36,8 @@ def _load_hf_clip(name: str, trainable_layers: int) -> LoadedCLIP:
     from transformers import CLIPModel
     from transformers.utils import logging as hf_logging
 
-    from ovdet.models.clip_vit_backbone import CLIPVisionBackbone
-    from ovdet.models.text_tower import HFCLIPTextTower
+    from ovdet.towers.vision_vit import CLIPVisionBackbone
+    from ovdet.towers.text_hf import HFCLIPTextTower
 
     path = Path(name)
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import CLIPVisionModel
 
-from ovdet.models.backbone import DenseFeatures, VisionBackbone
+from ovdet.towers.backbone import DenseFeatures, VisionBackbone
 
 
 class CLIPVisionBackbone(VisionBackbone):

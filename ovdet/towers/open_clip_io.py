@@ -18,11 +18,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ovdet.errors import ModelNotAvailableError
+from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RESNET_STRIDE = 32  # ModifiedResNet: stem /4, then layer2..layer4 /2 each
 
 
@@ -125,9 +124,9 @@ def load_open_clip(folder: str | Path, trainable_layers: int = 0):
 
     The vision tower comes back frozen except its last `trainable_layers` ResNet stages.
     """
-    from ovdet.models.clip_loader import LoadedCLIP
-    from ovdet.models.clip_resnet_backbone import CLIPResNetBackbone
-    from ovdet.models.open_clip_text_tower import OpenCLIPTextTower
+    from ovdet.towers.loaded_clip import LoadedCLIP
+    from ovdet.towers.vision_resnet import CLIPResNetBackbone
+    from ovdet.towers.text_open_clip import OpenCLIPTextTower
 
     folder = Path(folder)
     model = read_open_clip(folder)

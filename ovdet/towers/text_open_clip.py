@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ovdet.models.text_tower import TextTower
+from ovdet.towers.text_tower import TextTower
 
 
 class OpenCLIPTextTower(TextTower):

@@ -1,23 +1,11 @@
-"""Text towers: turn strings into CLIP text embeddings. One interface, one class per CLIP format."""
+"""The text half of a `transformers` CLIP-style model (CLIP, OWL-ViT, OWLv2) as the detector's text tower."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-
-class TextTower(nn.Module):
-    """Base class: `forward(texts) -> [N, E]` unnormalised embeddings in CLIP's joint space.
-
-    `identity` names the weights (a path or hub id) so that cached embeddings are never shared
-    between different models.
-    """
-
-    identity: str
-    embed_dim: int
-
-    def forward(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+from ovdet.towers.text_tower import TextTower
 
 
 class HFCLIPTextTower(TextTower):
