@@ -1,4 +1,4 @@
-"""Box geometry shared by the head and postprocess: grid priors and pixel rescaling.
+"""Box priors of the head (grid box biases); pixel geometry lives in `ovdet.preprocess.ImagePreprocessor`.
 
 Conversions between formats use `torchvision.ops.box_convert`; only what torchvision lacks is here.
 """
@@ -31,24 +31,19 @@ def grid_box_bias(grid_h: int, grid_w: int) -> torch.Tensor:
     return inverse_sigmoid(torch.cat([centres, sizes], dim=-1))  # [h*w, 4]
 
 
-def normalized_to_pixels(boxes_xyxy: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Map boxes normalised to the padded square input back to the original image's pixels.
+def corner_box_bias(grid_h: int, grid_w: int) -> torch.Tensor:
+    """OWL-ViT's box prior (`compute_box_bias`): the logit of each cell's far *corner*
+    (`arange(1, n + 1) / n`) for the centre and of 1/n for the size, with its 1e-4 offsets.
 
-    The image was resized by its longest side and padded at the bottom/right, so one unit of
-    the padded square is `max(width, height)` original pixels; boxes are clipped to the image.
+    Its checkpoints were trained with this prior, so they are only exact with it.
 
-    Args:
-        boxes_xyxy: [K, 4] in 0..1 of the padded square.
     Returns:
-        [K, 4] xyxy in original pixels.
+        [h*w, 4] cxcywh logits, row-major over the grid.
     """
-    side = float(max(width, height))
-    boxes = boxes_xyxy * side
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-    return boxes
-
-
-def pixels_to_normalized(boxes_xyxy: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Inverse of `normalized_to_pixels` (without clipping): pixels -> 0..1 of the padded square."""
-    return boxes_xyxy / float(max(width, height))
+    xs = torch.arange(1, grid_w + 1, dtype=torch.float32) / grid_w
+    ys = torch.arange(1, grid_h + 1, dtype=torch.float32) / grid_h
+    xx, yy = torch.meshgrid(xs, ys, indexing="xy")  # [h, w] each
+    corners = torch.stack([xx, yy], dim=-1).view(-1, 2).clip(0.0, 1.0)  # [h*w, 2]
+    sizes = torch.tensor([1.0 / grid_w, 1.0 / grid_h]).expand_as(corners)  # [h*w, 2]
+    both = torch.cat([corners, sizes], dim=-1)  # [h*w, 4]
+    return torch.log(both + 1e-4) - torch.log1p(-both + 1e-4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms, box_convert, nms, remove_small_boxes
 
-from ovdet.boxes import normalized_to_pixels
 
 
 class PostProcess:
@@ -20,6 +19,9 @@ class PostProcess:
         max_detections: detections kept per image after NMS.
         topk_candidates: pairs kept before NMS (bounds the NMS cost).
         class_agnostic: NMS across queries instead of per query.
+        hf_compatible: reproduce transformers' `post_process_object_detection`: one label per region
+            (the best query), strict `score > threshold`, no NMS, no top-k, boxes not clipped and
+            regions in the padding kept.
     """
 
     def __init__(
@@ -29,6 +31,7 @@ class PostProcess:
         max_detections: int = 100,
         topk_candidates: int = 1000,
         class_agnostic: bool = False,
+        hf_compatible: bool = False,
     ):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score threshold must be in 0..1, got {score_threshold}")
@@ -41,23 +44,39 @@ class PostProcess:
         self.max_detections = max_detections
         self.topk_candidates = topk_candidates
         self.class_agnostic = class_agnostic
+        self.hf_compatible = hf_compatible
 
     @torch.no_grad()
-    def __call__(self, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    def __call__(self, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]], to_original=None,
+                 ) -> list[dict[str, torch.Tensor]]:
         """Args:
-            outputs: `logits` [B, P, Q], `pred_boxes` [B, P, 4] cxcywh in 0..1 of the padded square.
+            outputs: `logits` [B, P, Q], `pred_boxes` [B, P, 4] cxcywh in 0..1 of the model input.
             sizes: B original (width, height).
+            to_original: (boxes [K, 4] xyxy 0..1, size, clip) -> pixels, the preprocessor's inverse
+                (`ImagePreprocessor.to_original`); None: resize-and-pad geometry.
         Returns:
             B dicts: `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] query index, `regions` [K]
             the region (index into P) each detection came from.
         """
         scores = outputs["logits"].float().sigmoid()  # [B, P, Q]
         boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy")  # [B, P, 4]
-        return [self._one(s, b, size) for s, b, size in zip(scores, boxes, sizes)]
+        if to_original is None:
+            from ovdet.preprocess import ImagePreprocessor
 
-    def _one(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+            to_original = ImagePreprocessor(1).to_original
+        one = self._hf if self.hf_compatible else self._one
+        return [one(s, b, size, to_original) for s, b, size in zip(scores, boxes, sizes)]
+
+    def _hf(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
+        best, label = scores.max(dim=-1)  # [P]: one label per region
+        keep = torch.nonzero(best > self.score_threshold).squeeze(1)
+        keep = keep[best[keep].argsort(descending=True)][: self.max_detections]
+        return {"boxes": to_original(boxes[keep].clone(), size, clip=False).cpu(), "scores": best[keep].cpu(),
+                "labels": label[keep].cpu(), "regions": keep.cpu()}
+
+    def _one(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
         num_queries = scores.shape[1]
-        region_boxes = normalized_to_pixels(boxes.clone(), *size)  # [P, 4]
+        region_boxes = to_original(boxes.clone(), size)  # [P, 4]
         # Regions wholly in the padding (or NaN, or inverted) have no area once clipped: never candidates,
         # so that with a large vocabulary they cannot fill the top-k and crowd out the real ones.
         valid = torch.zeros(len(region_boxes), dtype=torch.bool, device=scores.device)

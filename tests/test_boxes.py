@@ -1,7 +1,18 @@
 import torch
 from torchvision.ops import box_convert
 
-from ovdet.boxes import grid_box_bias, inverse_sigmoid, normalized_to_pixels, pixels_to_normalized
+from ovdet.boxes import grid_box_bias, inverse_sigmoid
+from ovdet.preprocess import ImagePreprocessor
+
+PAD = ImagePreprocessor(1)  # the resize-and-pad geometry: one factor, max(width, height)
+
+
+def normalized_to_pixels(boxes, width, height):
+    return PAD.to_original(boxes, (width, height))
+
+
+def pixels_to_normalized(boxes, width, height):
+    return PAD.to_normalized(boxes, (width, height))
 from ovdet.models.head import DetectionHead
 
 

@@ -99,8 +99,17 @@ def test_help_explains_every_option():
 
 
 def test_drawings_of_images_with_the_same_name_do_not_overwrite(tmp_path):
-    from ovdet.cli.detect import write_drawings
+    from ovdet.cli.detect import drawing_names, write_drawing
 
-    images = [Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))]
-    write_drawings(tmp_path / "out", ["a/x.jpg", "b/x.png"], images, [[], []], banner=None)
+    names = drawing_names(tmp_path / "out", ["a/x.jpg", "b/x.png"])
+    for name in names:
+        write_drawing(name, Image.new("RGB", (8, 8)), (8, 8), [], None)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "x_1.png"]
+
+
+def test_drawing_into_the_input_folder_never_overwrites_a_photo(tmp_path):
+    from ovdet.cli.detect import drawing_names
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    assert drawing_names(tmp_path, [str(photo)]) == [tmp_path / "photo_0.png"]

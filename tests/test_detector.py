@@ -98,7 +98,7 @@ def test_context_tower_runs_on_a_vit_tower_and_reloads(tiny_clip_dir, tmp_path):
     for p in det.head.context.parameters():  # a trained tower: the identity start would hide a reload bug
         torch.nn.init.normal_(p, std=0.05)
     reloaded = Detector.from_pretrained(det.save_pretrained(tmp_path / "model"))
-    assert reloaded.context_blocks == 1
+    assert reloaded.settings.context_blocks == 1
     x, q = torch.randn(2, 3, 32, 32), det.encode_queries(["cat"])
     with torch.no_grad():
         a, b = det.eval()(x, q), reloaded(x, q)

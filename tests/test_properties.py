@@ -9,7 +9,18 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torchvision.ops import box_convert, box_iou
 
-from ovdet.boxes import grid_box_bias, inverse_sigmoid, normalized_to_pixels, pixels_to_normalized
+from ovdet.boxes import grid_box_bias, inverse_sigmoid
+from ovdet.preprocess import ImagePreprocessor
+
+PAD = ImagePreprocessor(1)  # the resize-and-pad geometry: one factor, max(width, height)
+
+
+def normalized_to_pixels(boxes, width, height):
+    return PAD.to_original(boxes, (width, height))
+
+
+def pixels_to_normalized(boxes, width, height):
+    return PAD.to_normalized(boxes, (width, height))
 from ovdet.data.coco_detection import clean_box
 from ovdet.errors import ImageLoadError
 from ovdet.image_io import load_image

@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     templates = detector.prompt_templates(args.templates)
     embeds = detector.encode_queries(queries, templates) if queries else None
     rescore = not args.no_rescore
-    _export(detector, args, embeds, rescore)
+    from ovdet.export.onnx import reference_embeds
+
+    reference = reference_embeds(detector, queries if args.variant == "image" else None, templates)
+    _export(detector, args, embeds, rescore, reference)
     info = {
         "model": model_name, "variant": args.variant, "queries": queries if args.variant == "image" else None,
         "templates": templates, "rescore": rescore and detector.rescorer is not None,
@@ -71,21 +74,21 @@ def run(args: argparse.Namespace) -> int:
         "outputs": ["pred_boxes (cxcywh, 0..1 of the padded square)", "logits [B, P, Q]", "objectness [B, P]"],
     }  # fmt: skip
     if not args.no_check:
-        info["check"] = _check(detector, args, embeds, rescore)
+        info["check"] = _check(detector, args, embeds, rescore, reference)
     sidecar = args.out.with_suffix(".json")
     sidecar.write_text(json.dumps(info, indent=2))
     print(f"wrote {args.out} and {sidecar}")
     return 0
 
 
-def _export(detector, args, embeds, rescore: bool) -> None:
+def _export(detector, args, embeds, rescore: bool, reference) -> None:
     from ovdet.export.onnx import export_onnx
 
     print(f"exporting {args.variant} variant to {args.out} (this takes a while for a ViT) ...")
-    export_onnx(detector, args.out, args.variant, embeds, rescore=rescore)
+    export_onnx(detector, args.out, args.variant, embeds, rescore=rescore, reference=reference)
 
 
-def _check(detector, args, embeds, rescore: bool) -> dict:
+def _check(detector, args, embeds, rescore: bool, reference) -> dict:
     """onnxruntime vs torch on `--batch-size` images: the bundled scene and differently sized ones."""
     import torch
 
@@ -95,10 +98,11 @@ def _check(detector, args, embeds, rescore: bool) -> dict:
 
     scene = Path(__file__).resolve().parents[1] / "assets" / "scene.png"
     images = [load_image(scene), *synthetic_images(1)] * args.batch_size
-    pixels = detector.preprocessor(images[: args.batch_size])
+    pixels = detector.preprocessor.to_model(images[: args.batch_size])
     if embeds is None:  # embeds variant without a vocabulary: any unit vectors exercise it
         embeds = torch.nn.functional.normalize(torch.randn(5, detector.text_encoder.embed_dim), dim=-1)
-    result = check_onnx(args.out, detector, pixels, embeds, baked=args.variant == "image", rescore=rescore, runs=args.runs)
+    result = check_onnx(args.out, detector, pixels, embeds, baked=args.variant == "image", rescore=rescore, runs=args.runs,
+                        reference=reference)
     diff = max(result["max_abs_diff"].values())
     print(f"onnxruntime vs torch (batch {len(pixels)}): max abs difference {diff:.3g} "
           f"({', '.join(f'{k} {v:.2g}' for k, v in result['max_abs_diff'].items())}); "

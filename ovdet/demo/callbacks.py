@@ -16,15 +16,16 @@ from PIL import Image
 
 from ovdet.draw import draw_detections
 from ovdet.image_io import load_image, original_size
-from ovdet.models.detection import Detection, to_detections
+from ovdet.models.detection import UNTRAINED_BANNER, Detection, image_record, to_detections
 from ovdet.models.detector import Detector
-from ovdet.models.exemplar import exemplar_labels, validate_box
+from ovdet.models.exemplar import validate_box
+from ovdet.pipeline import make_postprocess as pipeline_postprocess
+from ovdet.pipeline import predict_images, prepare_queries
 from ovdet.postprocess import PostProcess
 
 # Decoded images above this are refused (the upload cap bounds bytes, this bounds pixels).
 MAX_PIXELS = 40_000_000
 TABLE_HEADERS = ["query", "score", "x1", "y1", "x2", "y2"]
-UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random weights, boxes are NOT detections"
 # What a run keeps of the model outputs: enough to re-filter, not the region embeddings.
 _KEPT_OUTPUTS = ("pred_boxes", "logits", "negative_veto")
 # Crop re-scoring takes a softmax over the queries (and the model's reference names, if any):
@@ -44,6 +45,7 @@ class DetectionState:
     untrained: bool
     seconds: float  # time the model took
     note: str = ""  # a caveat shown with the results
+    to_original: object = None  # the model's box geometry (ImagePreprocessor.to_original), for re-filtering
 
 
 def parse_queries(text: str | None) -> list[str]:
@@ -117,29 +119,27 @@ def run_detection(
         raise ValueError("no queries: type at least one (e.g. 'star, red circle') or give an image exemplar")
     postprocess = make_postprocess(threshold, nms, max_detections)  # bad knobs fail before the model runs
     start = time.perf_counter()
-    detector.eval()
-    embeds = detector.encode_exemplars(exemplars) if exemplars else None
-    out = detector.predict(detector.preprocessor([image]), queries, query_embeds=embeds, negatives=negatives)
-    labels = queries + exemplar_labels(len(exemplars))
+    prepared = prepare_queries(detector, queries, negatives=negatives, exemplars=exemplars)  # as `ovdet detect`
+    out = predict_images(detector, [image], prepared)
     kept = {k: out[k].detach().cpu() for k in _KEPT_OUTPUTS if k in out}
     seconds = time.perf_counter() - start
+    labels = prepared.labels
     alone = detector.rescorer is not None and len(labels) == 1 and not detector.rescorer.competitors(labels)
     note = ONE_QUERY_NOTE if alone else ""  # reference names, when the model has them, compete instead
-    state = DetectionState(model_name, kept, original_size(image), labels, detector.untrained, seconds, note)
-    return state, to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
+    state = DetectionState(model_name, kept, original_size(image), labels, detector.untrained, seconds, note,
+                           detector.preprocessor.to_original)
+    return state, refilter(state, threshold, nms, max_detections)
 
 
 def refilter(state: DetectionState, threshold: float, nms: float, max_detections: int) -> list[Detection]:
     """New postprocess knobs on the kept outputs: no forward pass."""
     postprocess = make_postprocess(threshold, nms, max_detections)
-    return to_detections(state.outputs, [state.size], state.labels, postprocess)[0]
+    return to_detections(state.outputs, [state.size], state.labels, postprocess, state.to_original)[0]
 
 
 def make_postprocess(threshold: float, nms: float, max_detections: int) -> PostProcess:
     """The sliders -> PostProcess; NMS IoU 1 means no NMS, as in `ovdet detect --nms 1`."""
-    nms = float(nms)
-    return PostProcess(score_threshold=float(threshold), nms_threshold=None if nms >= 1 else nms,
-                       max_detections=int(max_detections))
+    return pipeline_postprocess(float(threshold), float(nms), int(max_detections))
 
 
 def draw(image, detections: list[Detection], untrained: bool = False) -> Image.Image:
@@ -154,9 +154,7 @@ def table_rows(detections: list[Detection]) -> list[list]:
 
 def to_json(state: DetectionState, detections: list[Detection], source: str = "upload") -> list[dict]:
     """The detections as `ovdet detect --out` writes them: a list with one record per image."""
-    width, height = state.size
-    return [{"path": source, "width": width, "height": height, "model": state.model, "untrained": state.untrained,
-             "detections": [d.to_dict() for d in detections]}]
+    return [image_record(source, state.size, state.model, state.untrained, detections)]
 
 
 def summary(state: DetectionState, detections: list[Detection], refilter_seconds: float | None = None) -> str:

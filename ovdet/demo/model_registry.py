@@ -7,7 +7,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ovdet.models.detector import CONFIG_NAME, Detector
+from ovdet.models.detector import Detector
+from ovdet.models.detector_io import CONFIG_NAME
 
 DEFAULT_NAME = "default (embedded ShapeWorld model)"
 

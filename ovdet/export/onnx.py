@@ -5,9 +5,9 @@ Two variants, both fp32, with a dynamic batch axis (see below for crop re-scorin
   text embeddings baked in as a constant (a fixed vocabulary such as LVIS's 1203 names).
 - `embeds`: (pixel_values, query_embeds [Q, E]) -> the same outputs; Q is dynamic, so any
   vocabulary embedded with `ovdet embed-vocab` (or `Detector.encode_queries`) can be fed in.
-Crop re-scoring (the embedded ResNet model) is exported too: top-k, roi_align and the CLIP crop
-encoder all have ONNX ops, and its boxes reach roi_align as one [B*K, 5] tensor, so the batch stays
-dynamic there as well. Text encoding and postprocess (threshold, NMS) stay outside the file.
+Crop re-scoring (the embedded ResNet model) is exported too, with its reference names baked in:
+top-k, roi_align and the CLIP crop encoder all have ONNX ops, and its boxes reach roi_align as one
+[B*K, 5] tensor, so the batch stays dynamic there as well. Text encoding and postprocess (threshold, NMS) stay outside the file.
 """
 
 from __future__ import annotations
@@ -25,27 +25,41 @@ OUTPUT_NAMES = ("pred_boxes", "logits", "objectness")
 
 
 class ExportableDetector(nn.Module):
-    """The inference path of a Detector as a plain tensor -> tuple module, for export.
+    """The inference path of a Detector as a plain tensor -> tuple module, for export. It calls the
+    one scoring path (`ovdet.models.scoring.score`), so the file scores as `Detector.predict` does.
 
     Args:
         detector: an `ovdet.models.detector.Detector` (its crop re-scorer, if any, is applied).
         query_embeds: [Q, E] L2-normalised embeddings to bake in; None makes them an input.
         rescore: apply the detector's crop re-scorer; False exports the head's scores alone.
+        reference_embeds: [R, E] the re-scorer's reference names (see `reference_embeds`), baked in.
     """
 
-    def __init__(self, detector: nn.Module, query_embeds: torch.Tensor | None = None, rescore: bool = True):
+    def __init__(self, detector: nn.Module, query_embeds: torch.Tensor | None = None, rescore: bool = True,
+                 reference_embeds: torch.Tensor | None = None):
         super().__init__()
         self.detector = detector
-        self.rescorer = detector.rescorer if rescore else None
+        self.rescore = rescore and detector.rescorer is not None
         self.register_buffer("baked", None if query_embeds is None else query_embeds.detach().float().clone())
+        reference = reference_embeds if self.rescore else None
+        self.register_buffer("reference", None if reference is None else reference.detach().float().clone())
 
     def forward(self, pixel_values: torch.Tensor, query_embeds: torch.Tensor | None = None):
+        from ovdet.models.scoring import QueryBank, score
+
         queries = self.baked if query_embeds is None else query_embeds  # [Q, E]
-        out = self.detector(pixel_values, queries)
-        logits = out["logits"]  # [B, P, Q]
-        if self.rescorer is not None:
-            logits = self.rescorer(self.detector.backbone, pixel_values, out, queries)
-        return out["pred_boxes"], logits, out["objectness"]
+        out = score(self.detector, pixel_values, QueryBank(queries, reference=self.reference), rescore=self.rescore)
+        return out["pred_boxes"], out["logits"], out["objectness"]
+
+
+def reference_embeds(detector, names: list[str] | None = None, templates=None) -> torch.Tensor | None:
+    """The crop re-scorer's reference names embedded, [R, E], as `predict` would use them: those not
+    among `names` (the baked vocabulary); with no names, all of them (an embedded vocabulary that repeats a
+    reference name drops it by embedding, see CropRescorer). None without re-scoring or reference names."""
+    if detector.rescorer is None:
+        return None
+    competing = detector.rescorer.competitors(list(names or []))
+    return detector.encode_queries(competing, templates) if competing else None
 
 
 def export_onnx(
@@ -55,6 +69,7 @@ def export_onnx(
     query_embeds: torch.Tensor | None = None,
     rescore: bool = True,
     opset: int = 18,
+    reference: torch.Tensor | None = None,
 ) -> Path:
     """Write `detector` as an ONNX file (see the module docstring for the variants).
 
@@ -62,6 +77,7 @@ def export_onnx(
         variant: "image" (needs `query_embeds` [Q, E] to bake in) or "embeds".
         query_embeds: the baked vocabulary for "image"; for "embeds" an example input (optional).
         rescore: keep the crop re-scoring of a detector that has one.
+        reference: [R, E] reference-name embeddings to bake (`reference_embeds`); None: all of the model's.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -75,13 +91,15 @@ def export_onnx(
     size = detector.image_size
     example_queries = query_embeds if query_embeds is not None else torch.randn(3, detector.text_encoder.embed_dim)
     pixels = torch.zeros(2, 3, size, size)  # 2: a 1 would be specialised
+    if reference is None:
+        reference = reference_embeds(detector)
     batch = torch.export.Dim("batch", min=1, max=1024)
     queries = torch.export.Dim("queries", min=1, max=100000)
     if variant == "image":
-        module, args = ExportableDetector(detector, query_embeds, rescore), (pixels,)
+        module, args = ExportableDetector(detector, query_embeds, rescore, reference), (pixels,)
         inputs, shapes = ["pixel_values"], {"pixel_values": {0: batch}}
     else:
-        module, args = ExportableDetector(detector, None, rescore), (pixels, example_queries.float())
+        module, args = ExportableDetector(detector, None, rescore, reference), (pixels, example_queries.float())
         inputs = ["pixel_values", "query_embeds"]
         shapes = {"pixel_values": {0: batch}, "query_embeds": {0: queries}}
     with warnings.catch_warnings(), torch.no_grad():
@@ -112,6 +130,7 @@ def check_onnx(
     rescore: bool = True,
     runs: int = 3,
     threads: int | None = None,
+    reference: torch.Tensor | None = None,
 ) -> dict:
     """Run the file with onnxruntime and the detector with torch on the same input.
 
@@ -121,7 +140,9 @@ def check_onnx(
     feeds = {"pixel_values": pixel_values.numpy()}
     if not baked:
         feeds["query_embeds"] = query_embeds.float().numpy()
-    module = ExportableDetector(detector.eval(), query_embeds if baked else None, rescore)
+    if reference is None:
+        reference = reference_embeds(detector)
+    module = ExportableDetector(detector.eval(), query_embeds if baked else None, rescore, reference)
     with torch.inference_mode():
         ref = module(pixel_values) if baked else module(pixel_values, query_embeds)
         torch_s = _median_seconds(lambda: module(pixel_values) if baked else module(pixel_values, query_embeds), runs)

@@ -14,6 +14,8 @@ from torchvision.ops import box_convert, roi_align
 
 from ovdet.models.head import MASKED_LOGIT
 
+DUPLICATE_COSINE = 0.9999  # a reference embedding this close to a query's is that query
+
 
 class CropRescorer:
     """Score = objectness^(1 - w) * softmax_q(CLIP crop logits)^w for the top-k regions per image.
@@ -82,9 +84,15 @@ class CropRescorer:
         chosen = torch.gather(boxes, 1, top[..., None].expand(-1, -1, 4))  # [B, K, 4] cxcywh
         embeds = self.crop_embeddings(backbone, pixel_values, chosen).flatten(0, 1)  # [B*K, E]
         q = query_embeds.shape[0]
+        logits = self.logit_scale * embeds @ query_embeds.float().T  # [B*K, Q]
         if reference_embeds is not None:
-            query_embeds = torch.cat([query_embeds, reference_embeds.to(query_embeds)])  # [Q + R, E]
-        probs = (self.logit_scale * embeds @ query_embeds.float().T).softmax(-1)[:, :q].reshape(b, k, q)  # [B, K, Q]
+            reference = reference_embeds.to(query_embeds).float()  # [R, E]
+            # A reference name that is also a query (same embedding) must not compete twice: the exported
+            # file bakes every reference name and cannot drop them by text, so they are dropped by embedding.
+            asked = (reference @ query_embeds.float().T).amax(-1) > DUPLICATE_COSINE  # [R]
+            ref_logits = (self.logit_scale * embeds @ reference.T).masked_fill(asked, float("-inf"))  # [B*K, R]
+            logits = torch.cat([logits, ref_logits], dim=-1)  # [B*K, Q + R]
+        probs = logits.softmax(-1)[:, :q].reshape(b, k, q)  # [B, K, Q]
         obj = torch.gather(objectness, 1, top).sigmoid()[..., None]  # [B, K, 1]
         score = (obj ** (1 - self.weight) * probs**self.weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
         logits = torch.full((b, p, probs.shape[-1]), MASKED_LOGIT, device=boxes.device)

@@ -6,7 +6,8 @@ mix with text queries:
   embedding of its own crop, taken by the re-scorer itself (`CropRescorer.crop_embeddings`);
 - without, it is the head's region embedding of the best region inside the box (OWL-ViT's
   image-conditioned detection): among the regions whose predicted box overlaps the drawn box
-  best, the most object-like one.
+  best, the most object-like one; a head with no objectness (OWL-ViT v1) takes OWL-ViT's own
+  rule, the candidate least like the image's mean region embedding.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, box_iou
 
-from ovdet.boxes import pixels_to_normalized
 from ovdet.image_io import load_image, original_size
 
 EXEMPLAR_LABEL = "exemplar {}"
@@ -44,7 +44,7 @@ def validate_box(box, size: tuple[int, int]) -> tuple[float, float, float, float
     return x1, y1, x2, y2
 
 
-def region_embedding(outputs: dict[str, torch.Tensor], box_xyxy: torch.Tensor) -> torch.Tensor:
+def region_embedding(outputs: dict[str, torch.Tensor], box_xyxy: torch.Tensor, has_objectness: bool = True) -> torch.Tensor:
     """The head's embedding of the best region for a drawn box (OWL-ViT style).
 
     Args:
@@ -57,9 +57,13 @@ def region_embedding(outputs: dict[str, torch.Tensor], box_xyxy: torch.Tensor) -
     boxes = box_convert(outputs["pred_boxes"][0].float(), "cxcywh", "xyxy")  # [P, 4]
     iou = box_iou(boxes, box_xyxy.float()[None].to(boxes.device))[:, 0]  # [P]
     candidates = iou >= IOU_TOLERANCE * iou.max()  # [P]
-    objectness = outputs["objectness"][0].float().masked_fill(~candidates, float("-inf"))  # [P]
-    best = int(objectness.argmax())
-    return F.normalize(outputs["region_embeds"][0, best].float(), dim=-1)  # [E]
+    embeds = outputs["region_embeds"][0].float()  # [P, E]
+    if has_objectness:
+        rank = outputs["objectness"][0].float()  # [P]
+    else:  # OWL-ViT's `embed_image_query`: the candidate least similar to the mean embedding
+        rank = -(embeds @ embeds.mean(0))  # [P]
+    best = int(rank.masked_fill(~candidates, float("-inf")).argmax())
+    return F.normalize(embeds[best], dim=-1)  # [E]
 
 
 @torch.inference_mode()
@@ -78,15 +82,16 @@ def encode_exemplars(detector, exemplars) -> torch.Tensor:
             raise ValueError(f"an exemplar is a pair (image, (x1, y1, x2, y2)), got a {type(item).__name__}")
         pil = load_image(item[0])
         size = original_size(pil)  # boxes are given in the file's pixels, like detections
-        box = pixels_to_normalized(torch.tensor(validate_box(item[1], size)), *size)  # [4] 0..1 of the padded square
+        box = detector.preprocessor.to_normalized(torch.tensor(validate_box(item[1], size))[None], size)[0]  # [4] 0..1
         checked.append((pil, box))
     embeds = []
     for pil, box in checked:
-        pixels = detector.preprocessor([pil]).to(detector.device)  # [1, 3, S, S]
+        pixels = detector.preprocessor.to_model([pil]).to(detector.device)  # [1, 3, S, S]
         if detector.rescorer is not None:
             cxcywh = box_convert(box.float()[None, None], "xyxy", "cxcywh")  # [1, 1, 4]
             embeds.append(detector.rescorer.crop_embeddings(detector.backbone, pixels, cxcywh)[0, 0])  # [E]
         else:
             no_query = torch.zeros(1, detector.text_encoder.embed_dim, device=detector.device)  # forward wants one
-            embeds.append(region_embedding(detector(pixels, no_query), box))
+            has_objectness = detector.head.objectness_mlp is not None
+            embeds.append(region_embedding(detector(pixels, no_query), box, has_objectness))
     return torch.stack(embeds) if embeds else torch.zeros(0, detector.text_encoder.embed_dim)  # [X, E]

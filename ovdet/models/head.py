@@ -6,12 +6,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovdet.boxes import grid_box_bias
+from ovdet.boxes import corner_box_bias, grid_box_bias
 
 # Logit given to padded (absent) queries: sigmoid -> 0, still finite in fp16.
 MASKED_LOGIT = -1e4
 INIT_LOGIT_SCALE = 10.0
 INIT_LOGIT_SHIFT = -0.46
+# OWL-ViT divides by (norm + 1e-6) rather than clamping the norm: the same here, so its weights give its logits.
+NORM_EPS = 1e-6
+BOX_BIAS_FUNCTIONS = {"centre": grid_box_bias, "corner": corner_box_bias}
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """x / (|x| + 1e-6) over the last axis, as OWL-ViT's class head normalises."""
+    return x / (torch.linalg.norm(x, dim=-1, keepdim=True) + NORM_EPS)
 
 
 class MLP(nn.Module):
@@ -66,19 +74,33 @@ class DetectionHead(nn.Module):
         token_dim: D, width of the backbone tokens.
         embed_dim: E, width of the text embeddings the regions are compared with.
         box_layers: depth of the box MLP.
+        objectness_layers: depth of the objectness MLP (OWLv2: 3); 0 has none (OWL-ViT) and gives 0 logits.
+        box_bias: "centre" (the cell's own box) or "corner" (OWL-ViT's grid-corner prior).
         context_blocks: residual 3x3 conv blocks (ContextTower) that boxes and objectness see the
             neighbouring regions through; 0 keeps them per-region. Region embeddings stay per-region.
     """
 
-    def __init__(self, token_dim: int, embed_dim: int, box_layers: int = 3, context_blocks: int = 0):
+    def __init__(
+        self,
+        token_dim: int,
+        embed_dim: int,
+        box_layers: int = 3,
+        context_blocks: int = 0,
+        objectness_layers: int = 2,
+        box_bias: str = "centre",
+    ):
         super().__init__()
-        if context_blocks < 0:
-            raise ValueError(f"context_blocks must be >= 0, got {context_blocks}")
+        if context_blocks < 0 or objectness_layers < 0 or box_layers < 1:
+            raise ValueError(f"need box_layers >= 1, objectness_layers >= 0, context_blocks >= 0; got "
+                             f"{box_layers}, {objectness_layers}, {context_blocks}")
+        if box_bias not in BOX_BIAS_FUNCTIONS:
+            raise ValueError(f"box_bias must be one of {sorted(BOX_BIAS_FUNCTIONS)}, got {box_bias!r}")
+        self.box_bias_kind = box_bias
         self.token_dim = token_dim
         self.embed_dim = embed_dim
         self.context = ContextTower(token_dim, context_blocks) if context_blocks else None
         self.box_mlp = MLP(token_dim, token_dim, 4, box_layers)
-        self.objectness_mlp = MLP(token_dim, token_dim, 1, 2)
+        self.objectness_mlp = MLP(token_dim, token_dim, 1, objectness_layers) if objectness_layers else None
         self.class_proj = nn.Linear(token_dim, embed_dim)
         self.logit_shift = nn.Linear(token_dim, 1)
         self.logit_scale = nn.Linear(token_dim, 1)
@@ -90,7 +112,8 @@ class DetectionHead(nn.Module):
         nn.init.zeros_(self.box_mlp.layers[-1].weight)
         nn.init.zeros_(self.box_mlp.layers[-1].bias)
         # Objects are rare among regions: start objectness low, like RetinaNet's prior.
-        nn.init.constant_(self.objectness_mlp.layers[-1].bias, -4.0)
+        if self.objectness_mlp is not None:
+            nn.init.constant_(self.objectness_mlp.layers[-1].bias, -4.0)
         # Tokens already in CLIP's joint space (a ResNet tower's attention-pool projection,
         # MaskCLIP / F-VLM) start with an identity projection, so the untrained head scores
         # regions zero-shot and training on base classes starts from what CLIP knows.
@@ -106,12 +129,12 @@ class DetectionHead(nn.Module):
 
     def box_bias(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         if grid not in self._bias_cache:
-            self._bias_cache[grid] = grid_box_bias(*grid)
+            self._bias_cache[grid] = BOX_BIAS_FUNCTIONS[self.box_bias_kind](*grid)
         return self._bias_cache[grid].to(device)  # [h*w, 4]
 
     def region_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, P, D] -> L2-normalised [B, P, E]; also what image-exemplar queries are made of."""
-        return F.normalize(self.class_proj(tokens), dim=-1)
+        return l2_normalize(self.class_proj(tokens))
 
     def forward(
         self,
@@ -133,9 +156,12 @@ class DetectionHead(nn.Module):
         """
         local = self.context(tokens, grid) if self.context is not None else tokens  # [B, P, D]
         boxes = torch.sigmoid(self.box_mlp(local) + self.box_bias(grid, tokens.device))  # [B, P, 4]
-        objectness = self.objectness_mlp(local).squeeze(-1)  # [B, P]
+        if self.objectness_mlp is not None:
+            objectness = self.objectness_mlp(local).squeeze(-1)  # [B, P]
+        else:
+            objectness = tokens.new_zeros(tokens.shape[:2])  # [B, P]: no objectness head (OWL-ViT)
         region = self.region_embeddings(tokens)  # [B, P, E]
-        queries = query_embeds.to(region.dtype)
+        queries = l2_normalize(query_embeds.to(region.dtype))
         if queries.dim() == 2:
             sim = torch.einsum("bpe,qe->bpq", region, queries)  # [B, P, Q]
         else:

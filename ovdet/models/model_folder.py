@@ -3,7 +3,8 @@
 A folder holds `config.json`, the head weights in `model.safetensors` and the CLIP in `clip/`.
 Weights are read from safetensors only (a pickle can run code when loaded). `config.json`
 records a sha256 per file, so a truncated, corrupt or altered file is named at load time
-instead of giving silently wrong boxes. Every problem is one `ModelNotAvailableError`.
+instead of giving silently wrong boxes; every weights file present must be listed there, and every
+name must stay inside the folder. Every problem is one `ModelNotAvailableError`.
 """
 
 from __future__ import annotations
@@ -11,36 +12,27 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import shutil
-import tempfile
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors.torch import load_file
 
 from ovdet.errors import ModelNotAvailableError, OvdetError
+from ovdet.safe_write import folder_entries, replace_folder
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 # Every key `Detector.config` writes, with the types it may hold; add new keys here.
-CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "model_type": (str,),
-    "format_version": (int,),
-    "clip": (dict,),
-    "image_size": (int,),
-    "box_layers": (int,),
-    "context_blocks": (int,),
-    "templates": (str, list),
-    "trainable_layers": (int,),
-    "rescore": (dict, type(None)),
-    "feature_stride": (int, type(None)),
-    "info": (dict, type(None)),
-    "checksums": (dict,),
-}
-REQUIRED_KEYS = ("clip", "image_size")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# Files a loader may read weights from: each one in an ovdet folder must have a checksum.
+WEIGHT_SUFFIXES = (".safetensors", ".index.json", ".h5", ".msgpack", ".onnx", *PICKLE_SUFFIXES)
+# The safetensors files transformers (the first two) and open_clip (the last) load by name.
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "open_clip_model.safetensors")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def read_config(folder: Path) -> dict | None:
@@ -64,51 +56,44 @@ def read_config(folder: Path) -> dict | None:
 
 
 def _check_config(config: dict, config_file: Path) -> None:
-    version = config.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelNotAvailableError(
-            f"'{config_file}' has format_version {version!r}; this ovdet reads up to {FORMAT_VERSION}: upgrade ovdet"
-        )
-    unknown = sorted(set(config) - set(CONFIG_TYPES))
-    if unknown:
-        raise ModelNotAvailableError(
-            f"'{config_file}' has unknown key(s) {unknown}; known keys are {sorted(CONFIG_TYPES)} "
-            "(a typo, or a model from a newer ovdet)"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ModelNotAvailableError(f"'{config_file}' lacks {missing}; save the model again")
-    for key, value in config.items():
-        types = CONFIG_TYPES[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ModelNotAvailableError(f"'{config_file}': {key} must be {names}, got {value!r}")
-    if not isinstance(config["clip"].get("path"), str):
-        raise ModelNotAvailableError(
-            f"'{config_file}': clip.path must name the CLIP folder or id, got {config['clip']!r}"
-        )
-    _check_rescore(config.get("rescore"), config_file)
+    """Every key against `DetectorConfig` (types from its fields, ranges, nesting), before anything is built."""
+    from ovdet.models.detector_config import DetectorConfig
 
-
-def _check_rescore(rescore: dict | None, config_file: Path) -> None:
-    from ovdet.models.crop_rescorer import CropRescorer
-
-    allowed = set(inspect.signature(CropRescorer).parameters) - {"logit_scale"}
-    unknown = sorted(set(rescore or {}) - allowed)
-    if unknown:
-        raise ModelNotAvailableError(f"'{config_file}': rescore has unknown key(s) {unknown}; known: {sorted(allowed)}")
+    try:
+        DetectorConfig.from_dict(config)
+    except ValueError as err:
+        raise ModelNotAvailableError(f"'{config_file}': {err}; save the model again or fix the file") from None
 
 
 def file_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` except its `config.json`, by relative path."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != CONFIG_NAME)
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in files}
+    return {name: _sha256(inside_name(folder, name, folder)) for name in folder_entries(folder) if name != CONFIG_NAME}
 
 
 def verify_checksums(folder: Path, checksums: dict[str, str] | None) -> None:
-    """Refuse a folder whose files differ from the checksums its config.json recorded (none: not checked)."""
-    for name, digest in sorted((checksums or {}).items()):
-        path = folder / name
+    """Refuse an ovdet folder whose files differ from the checksums its config.json recorded.
+
+    Every weights file present (safetensors, pickles, shard indexes) must be listed, so an empty
+    or missing `checksums` does not turn the check off; every listed name must stay inside
+    `folder` (no `..`, not absolute, no link leading out).
+    """
+    config_file = folder / CONFIG_NAME
+    checksums = checksums or {}
+    entries = folder_entries(folder)
+    for name in entries:
+        inside_name(folder, name, folder)  # a link inside the folder must not lead out of it
+    unlisted = [n for n in entries if n not in checksums and n.endswith(WEIGHT_SUFFIXES)]
+    if unlisted:
+        raise ModelNotAvailableError(
+            f"'{config_file}' records no checksum for {unlisted[:5]}; ovdet lists every weights file when it saves "
+            "a model and checks each one before loading. Save the model again, or, if you trust this folder, "
+            f"record its files with `python -c \"from ovdet.models.model_folder import record_checksums; "
+            f"record_checksums('{folder}')\"`"
+        )
+    for name, digest in sorted(checksums.items()):
+        path = inside_name(folder, name, config_file)
+        if not isinstance(digest, str) or not SHA256.fullmatch(digest):
+            raise ModelNotAvailableError(f"'{config_file}': the checksum of '{name}' is {digest!r}, not a sha256")
         if not path.is_file():
             raise ModelNotAvailableError(f"model folder '{folder}' lacks '{name}'; copy the whole folder again")
         if _sha256(path) != digest:
@@ -118,17 +103,70 @@ def verify_checksums(folder: Path, checksums: dict[str, str] | None) -> None:
             )
 
 
-def refuse_pickled_weights(folder: Path) -> None:
-    """A folder with weights only as pickles (pytorch_model.bin, *.pt) is refused: loading a pickle can run code."""
-    if not folder.is_dir() or any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
+def record_checksums(folder: str | Path) -> dict[str, str]:
+    """Write the sha256 of every file of an ovdet folder into its config.json (for a folder you trust)."""
+    from ovdet.safe_write import atomic_write_text
+
+    folder = Path(folder)
+    config = read_config(folder)
+    if config is None:
+        raise ModelNotAvailableError(f"'{folder}' is not an ovdet model folder (no config.json of model_type ovdet)")
+    config["checksums"] = file_checksums(folder)
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2))
+    return config["checksums"]
+
+
+def inside_name(folder: Path, name, source: Path) -> Path:
+    """`folder / name` for a plain relative name that stays inside `folder`; refuse any other (named in `source`)."""
+    pure = PurePosixPath(name) if isinstance(name, str) else None
+    if (pure is None or not name or pure.is_absolute() or ".." in pure.parts or pure.as_posix() != name
+            or "\\" in name or "\x00" in name):  # fmt: skip
         raise ModelNotAvailableError(
-            f"'{folder}' holds weights only as pickle files {pickles}; ovdet loads safetensors only, since a pickle "
-            "can run code when loaded. Convert a CLIP you trust with "
+            f"'{source}' names the file {name!r}; a model folder's files must be plain relative names inside it "
+            "(no '..', not absolute): the folder was not written by ovdet or was altered"
+        )
+    path = folder / name
+    root = os.path.realpath(folder)
+    if not os.path.realpath(path).startswith(root + os.sep):
+        raise ModelNotAvailableError(
+            f"'{path}' is a link that leads outside the model folder '{folder}'; ovdet reads a model only from "
+            "files inside its folder: copy the file in instead of linking it"
+        )
+    return path
+
+
+def refuse_pickled_weights(folder: Path) -> None:
+    """Refuse a folder holding pickle weights (pytorch_model.bin, *.pt) unless the safetensors a loader reads
+    by name are there too (a pickle can run code when loaded); refuse shard indexes naming files outside it."""
+    if not folder.is_dir():
+        return
+    names = {p.name for p in folder.iterdir()}
+    for index in sorted(n for n in names if n.endswith(".index.json")):
+        _check_shard_index(folder, folder / index)
+    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES) or n.endswith(tuple(
+        f"{s}.index.json" for s in PICKLE_SUFFIXES)))  # fmt: skip
+    if pickles and not names & set(SAFE_WEIGHTS):
+        raise ModelNotAvailableError(
+            f"'{folder}' holds weights as pickle files {pickles} and none of {list(SAFE_WEIGHTS)}; ovdet loads "
+            "safetensors only, since a pickle can run code when loaded (another *.safetensors file beside them "
+            "does not count). Convert a CLIP you trust with "
             "`CLIPModel.from_pretrained(DIR).save_pretrained(DIR)` (writes model.safetensors)"
         )
+
+
+def _check_shard_index(folder: Path, index: Path) -> None:
+    """A `*.index.json` maps tensors to shard files: each must be a safetensors file inside `folder`."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise ModelNotAvailableError(f"'{index}' is not a valid shard index ({err}); copy the model again") from None
+    if not isinstance(weight_map, dict):
+        raise ModelNotAvailableError(f"'{index}' has no 'weight_map' object; copy the model again")
+    odd = [v for v in weight_map.values() if not isinstance(v, str)][:1]  # refused by inside_name
+    for shard in odd + sorted({v for v in weight_map.values() if isinstance(v, str)}):
+        inside_name(folder, shard, index)
+        if index.name.startswith(SAFE_WEIGHTS) and not shard.endswith(".safetensors"):
+            raise ModelNotAvailableError(f"'{index}' names the shard {shard!r}, which is not a .safetensors file")
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -197,18 +235,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """A temp folder beside `path` to write into; on success it replaces `path` (dirs 0755, files
-    0644, for everyone to read), on failure it is removed, so no half-written model is ever left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+def atomic_folder(path: Path):
+    """A temp folder beside `path` to write a model into; on success it replaces `path` (see
+    `ovdet.safe_write.replace_folder`): a new or empty folder, or an ovdet model folder holding only
+    the files ovdet wrote there (config.json and those its checksums list). Any other folder is refused."""
+    return replace_folder(Path(path), ovdet_files, "an ovdet model folder")
+
+
+def ovdet_files(folder: Path) -> set[str] | None:
+    """The files ovdet wrote into `folder` (config.json and those its checksums list); None if not an ovdet folder."""
     try:
-        yield tmp
-        for item in [tmp, *tmp.rglob("*")]:  # mkdtemp is private (0700)
-            item.chmod(0o755 if item.is_dir() else 0o644)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    checksums = config.get("checksums") if isinstance(config, dict) and config.get("model_type") == "ovdet" else None
+    return {CONFIG_NAME, *(k for k in checksums if isinstance(k, str))} if isinstance(checksums, dict) else None

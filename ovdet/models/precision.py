@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # CPU flags of native bf16 matrix instructions (Linux /proc/cpuinfo names).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -98,3 +97,34 @@ def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tup
         return x.to(torch.bfloat16) if torch.is_tensor(x) and x.is_floating_point() else x
 
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+def set_precision(detector, precision: str = "auto") -> str:
+    """Run a Detector's vision tower in "bf16" or "fp32"; "auto" picks bf16 only where it is faster
+    (`resolve_precision`). Call after moving the model to its device.
+
+    bf16 casts the frozen tower's weights once and "fp32" restores them exactly (`Bf16Weights`).
+    The head, the text tower and every output stay fp32. Returns the precision now in force.
+    """
+    from ovdet.towers.vision_resnet import CLIPResNetBackbone
+
+    vision = detector.backbone.vision
+    kind = "resnet" if isinstance(detector.backbone, CLIPResNetBackbone) else "vit"
+    resolved = resolve_precision(precision, detector.device, kind, any(p.requires_grad for p in vision.parameters()))
+    weights = detector.__dict__.setdefault("_bf16_weights", Bf16Weights(vision))
+    weights.set(resolved == "bf16")
+    detector.precision = resolved
+    return resolved
+
+
+def set_compile(detector, enabled: bool = True, **options) -> None:
+    """Compile a Detector's vision backbone with `torch.compile` (`options`: mode, dynamic, ...), or undo it.
+
+    In place (`nn.Module.compile`), so weights and state_dict keys are unchanged. The first call per
+    input shape pays the compilation (tens of seconds to minutes on a CPU). Call it after
+    `set_precision`: with `options={"freezing": True}` later weight changes are not seen.
+    """
+    if enabled:
+        detector.backbone.compile(**options)
+    else:
+        detector.backbone._compiled_call_impl = None  # what nn.Module.compile set; None restores eager calls

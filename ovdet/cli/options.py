@@ -1,0 +1,76 @@
+"""Options several commands share, written once so names, defaults and checks agree everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+MODEL_HELP = ("ovdet model folder, OWL-ViT/OWLv2 folder, CLIP/OpenCLIP/SigLIP folder or cached hub id "
+              "(a bare tower gets an untrained head); default: the embedded ShapeWorld model")
+TEMPLATES_HELP = ("prompt templates: single, photo, clip7, clip80 or a .json list of strings; "
+                  "default: the model's own (its config.json 'templates')")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help, but not "(default: None)" for options whose default is decided later."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is argparse.SUPPRESS or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID", help=MODEL_HELP)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (cuda when there is one)")
+
+
+def add_templates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--templates", default=None, help=TEMPLATES_HELP)
+    p.add_argument("--template-mode", choices=["embed", "logit"], default="embed",
+                   help="average template embeddings (CLIP) or average logits over templates (OWL-ViT)")
+
+
+def add_postprocess(p: argparse.ArgumentParser, max_detections: int = 100) -> None:
+    p.add_argument("--threshold", type=float, default=None,
+                   help="minimum score (sigmoid, 0..1) to report; default: the model's own (config.json 'threshold')")
+    p.add_argument("--nms", type=float, default=0.5, help="IoU threshold of NMS; 1 keeps all boxes")
+    p.add_argument("--agnostic-nms", action="store_true",
+                   help="NMS across queries (one box keeps one query) instead of per query")
+    p.add_argument("--max-detections", "--max-dets", dest="max_detections", type=int, default=max_detections,
+                   help="detections kept per image")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="print no tables or progress, only errors and the files written")
+
+
+def check_postprocess(args: argparse.Namespace) -> None:
+    """Option values checked before any model is loaded."""
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must be in 0..1 (a sigmoid score), got {args.threshold:g}; e.g. --threshold 0.3")
+    if not 0.0 < args.nms:
+        raise ValueError(f"--nms must be an IoU in (0, 1] (1 turns NMS off), got {args.nms:g}")
+    if args.max_detections < 1:
+        raise ValueError(f"--max-detections must be >= 1, got {args.max_detections}")
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda when present, else cpu; a device this machine lacks is one clear error."""
+    import torch
+
+    if not _DEVICE.match(name or ""):
+        raise ValueError(f"--device {name!r} is not a device ovdet runs on; use cpu, cuda, cuda:N, mps or auto")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: this machine has no Apple GPU torch can use; use --device cpu")
+    return name

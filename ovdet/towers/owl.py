@@ -1,0 +1,125 @@
+"""OWL-ViT and OWLv2 checkpoints (transformers `save_pretrained` folders) as ovdet detectors.
+
+Their architecture is ovdet's: a CLIP ViT whose patch tokens are multiplied by the class token and
+layer-normalised, a 3-layer box MLP over a grid prior, a class head with a learned shift and an
+elu + 1 scale, and (OWLv2) a 3-layer objectness MLP. The towers are used as transformers builds
+them; the heads' weights are copied into ovdet's `DetectionHead`, whose `box_bias="corner"` and
+`preprocess` modes reproduce OWL's grid prior and image processors, so outputs equal
+transformers' (tests/test_owl.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ovdet.errors import ModelNotAvailableError
+from ovdet.towers.loaded_clip import LoadedCLIP
+
+KINDS = ("owlvit", "owlv2")
+PREPROCESS = {"owlvit": "stretch", "owlv2": "pad_gaussian"}
+BOX_LAYERS = 3  # dense0..dense2 of OWL's box (and OWLv2's objectness) head
+
+
+def _classes(kind: str):
+    import transformers
+
+    prefix = "OwlViT" if kind == "owlvit" else "Owlv2"
+    return getattr(transformers, f"{prefix}Model"), getattr(transformers, f"{prefix}ForObjectDetection")
+
+
+def _model_type(path: Path) -> tuple[str | None, list[str]]:
+    config = path / "config.json"
+    if not config.is_file():
+        return None, []
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, []
+    return (data.get("model_type"), data.get("architectures") or []) if isinstance(data, dict) else (None, [])
+
+
+def is_owl_detection_folder(path: str | Path) -> bool:
+    """A transformers OwlViTForObjectDetection / Owlv2ForObjectDetection folder (not a towers-only one)."""
+    kind, architectures = _model_type(Path(path))
+    return kind in KINDS and any(a.endswith("ForObjectDetection") for a in architectures)
+
+
+def _from_pretrained(cls, path: Path):
+    """transformers' loader, refusing any missing or unexpected weight instead of logging it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = cls.from_pretrained(str(path), output_loading_info=True, use_safetensors=True,
+                                          local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ModelNotAvailableError(f"'{path}' cannot be loaded as {cls.__name__} ({str(err).splitlines()[0][:200]}); "
+                                     "it needs config.json and model.safetensors as save_pretrained writes them") from None
+    missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
+    if missing or unexpected:
+        raise ModelNotAvailableError(f"'{path}' does not match {cls.__name__}: missing {sorted(missing)[:5]}, "
+                                     f"unexpected {sorted(unexpected)[:5]}")
+    return model.eval()
+
+
+def _towers(base, path: Path, kind: str, trainable_layers: int, reference: str) -> LoadedCLIP:
+    """An OwlViTModel / Owlv2Model (the CLIP inside the detector) as ovdet's two towers."""
+    from ovdet.towers.loader import _normalisation_for as normalisation_for, _tokenizer_for as tokenizer_for
+    from ovdet.towers.text_hf import HFCLIPTextTower
+    from ovdet.towers.vision_vit import CLIPVisionBackbone
+
+    tokenizer = tokenizer_for(path)
+    mean, std = normalisation_for(path)
+    backbone = CLIPVisionBackbone(base.vision_model, mean, std, trainable_layers=trainable_layers)
+    text = HFCLIPTextTower(base.text_model, base.text_projection, tokenizer, identity=reference)
+    return LoadedCLIP(backbone=backbone, text_tower=text, reference=reference, format=kind, model=base, tokenizer=tokenizer)
+
+
+def load_owl_towers(path: str | Path, trainable_layers: int = 0) -> LoadedCLIP:
+    """A towers-only OwlViTModel / Owlv2Model folder (what an ovdet folder made from OWL keeps in `clip/`)."""
+    path = Path(path)
+    kind, _ = _model_type(path)
+    base_cls, _ = _classes(kind)
+    return _towers(_from_pretrained(base_cls, path), path, kind, trainable_layers, str(path))
+
+
+def load_owl_detector(path: str | Path, trainable_layers: int = 0):
+    """An OWL-ViT / OWLv2 detection folder -> a trained ovdet Detector computing what transformers computes."""
+    from ovdet.models.detector import Detector
+    from ovdet.models.detector_config import DetectorConfig
+
+    path = Path(path)
+    kind, _ = _model_type(path)
+    _, det_cls = _classes(kind)
+    owl = _from_pretrained(det_cls, path)
+    base = getattr(owl, kind)
+    loaded = _towers(base, path, kind, trainable_layers, str(path))
+    vision = owl.config.vision_config
+    config = DetectorConfig(
+        clip={"format": kind, "path": str(path)}, image_size=vision.image_size, box_layers=BOX_LAYERS,
+        objectness_layers=BOX_LAYERS if kind == "owlv2" else 0, box_bias="corner", preprocess=PREPROCESS[kind],
+        templates="single", threshold=0.1, trainable_layers=trainable_layers,
+        info={"untrained": False, "source": {"format": kind, "path": str(path)}},
+    )
+    detector = Detector(loaded, config)
+    copy_head_weights(owl, detector, kind)
+    return detector.eval()
+
+
+@torch.no_grad()
+def copy_head_weights(owl, detector, kind: str) -> None:
+    """OWL's heads -> ovdet's: box_head.dense{i} -> box_mlp.layers[i], class_head.dense0 -> class_proj,
+    logit_shift / logit_scale as they are, objectness_head.dense{i} (OWLv2), layer_norm -> merge_norm."""
+    head = detector.head
+    pairs = [(owl.box_head, head.box_mlp), (owl.objectness_head, head.objectness_mlp)] if kind == "owlv2" else [
+        (owl.box_head, head.box_mlp)]
+    for source, target in pairs:
+        for i, layer in enumerate(target.layers):
+            layer.load_state_dict(getattr(source, f"dense{i}").state_dict())
+    head.class_proj.load_state_dict(owl.class_head.dense0.state_dict())
+    head.logit_shift.load_state_dict(owl.class_head.logit_shift.state_dict())
+    head.logit_scale.load_state_dict(owl.class_head.logit_scale.state_dict())
+    detector.backbone.merge_norm.load_state_dict(owl.layer_norm.state_dict())
