@@ -20,7 +20,7 @@ from ovdet.models.scoring import QueryBank, build_query_bank, score
 from ovdet.models.text_encoder import validate_queries
 from ovdet.postprocess import PostProcess
 
-POSTPROCESS_MODES = ("ovdet", "hf")
+POSTPROCESS_MODES = ("ovdet", "hf", "pipeline")
 
 
 @dataclass
@@ -45,12 +45,13 @@ def prepare_queries(detector, queries, templates=None, template_mode: str = "emb
 def make_postprocess(threshold: float, nms: float | None = 0.5, max_detections: int = 100,
                      agnostic_nms: bool = False, mode: str = "ovdet") -> PostProcess:
     """The knobs -> PostProcess. `nms` None or >= 1: no NMS. Mode "hf": transformers' own
-    `post_process_object_detection` (one label per region, no NMS, boxes not clipped)."""
+    `post_process_object_detection` (one label per region, no NMS, boxes not clipped); "pipeline": the
+    `zero-shot-object-detection` pipeline's (every region-query pair, otherwise as "hf")."""
     if mode not in POSTPROCESS_MODES:
         raise ValueError(f"postprocess must be one of {POSTPROCESS_MODES}, got {mode!r}")
-    if mode == "hf":
+    if mode in ("hf", "pipeline"):
         return PostProcess(score_threshold=threshold, nms_threshold=None, max_detections=max_detections,
-                           hf_compatible=True)
+                           hf_compatible=True, one_label_per_region=mode == "hf")
     nms = None if nms is None or nms >= 1 else nms
     return PostProcess(score_threshold=threshold, nms_threshold=nms, max_detections=max_detections,
                        class_agnostic=agnostic_nms)

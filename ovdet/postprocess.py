@@ -22,6 +22,8 @@ class PostProcess:
         hf_compatible: reproduce transformers' `post_process_object_detection`: one label per region
             (the best query), strict `score > threshold`, no NMS, no top-k, boxes not clipped and
             regions in the padding kept.
+        one_label_per_region: with hf_compatible, False keeps every (region, query) pair as the
+            `zero-shot-object-detection` pipeline does (it post-processes each query on its own).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class PostProcess:
         topk_candidates: int = 1000,
         class_agnostic: bool = False,
         hf_compatible: bool = False,
+        one_label_per_region: bool = True,
     ):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score threshold must be in 0..1, got {score_threshold}")
@@ -45,6 +48,7 @@ class PostProcess:
         self.topk_candidates = topk_candidates
         self.class_agnostic = class_agnostic
         self.hf_compatible = hf_compatible
+        self.one_label_per_region = one_label_per_region
 
     @torch.no_grad()
     def __call__(self, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]], to_original=None,
@@ -68,11 +72,17 @@ class PostProcess:
         return [one(s, b, size, to_original) for s, b, size in zip(scores, boxes, sizes)]
 
     def _hf(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
-        best, label = scores.max(dim=-1)  # [P]: one label per region
+        num_queries = scores.shape[1]
+        if self.one_label_per_region:
+            best, label = scores.max(dim=-1)  # [P]: one label per region
+            region = torch.arange(len(best), device=best.device)
+        else:
+            best = scores.flatten()  # [P*Q]: every pair
+            region, label = torch.div(torch.arange(len(best)), num_queries, rounding_mode="floor"), torch.arange(len(best)) % num_queries
         keep = torch.nonzero(best > self.score_threshold).squeeze(1)
-        keep = keep[best[keep].argsort(descending=True)][: self.max_detections]
-        return {"boxes": to_original(boxes[keep].clone(), size, clip=False).cpu(), "scores": best[keep].cpu(),
-                "labels": label[keep].cpu(), "regions": keep.cpu()}
+        keep = keep[best[keep].argsort(descending=True, stable=True)][: self.max_detections]
+        pixels = to_original(boxes[region[keep]].clone(), size, clip=False)
+        return {"boxes": pixels.cpu(), "scores": best[keep].cpu(), "labels": label[keep].cpu(), "regions": region[keep].cpu()}
 
     def _one(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
         num_queries = scores.shape[1]

@@ -45,9 +45,10 @@ def add_parser(sub) -> None:
                         "(one-shot detection); repeat for several; -q may then be left out")
     options.add_model(p)
     options.add_postprocess(p)
-    p.add_argument("--postprocess", choices=["ovdet", "hf"], default="ovdet",
+    p.add_argument("--postprocess", choices=["ovdet", "hf", "pipeline"], default="ovdet",
                    help="ovdet: every region-query pair, then NMS; hf: transformers' post_process_object_detection "
-                        "(one label per region, no NMS, boxes not clipped)")
+                        "(one label per region, no NMS, boxes not clipped); pipeline: as transformers' "
+                        "zero-shot-object-detection pipeline (every pair, no NMS, not clipped)")
     options.add_templates(p)
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     options.add_device(p)

@@ -42,6 +42,8 @@ class Detector(nn.Module):
         self.text_encoder = TextEncoder(clip.text_tower)
         self.head = DetectionHead(backbone.width, self.text_encoder.embed_dim, config.box_layers, config.context_blocks,
                                   config.objectness_layers, config.box_bias)
+        if clip.head_init and config.info.get("untrained", False):  # SigLIP: start from its sigmoid scale and bias
+            self.head.init_logit_scale(**clip.head_init)
         self.preprocessor = ImagePreprocessor(config.image_size, backbone.image_mean, backbone.image_std, config.preprocess)
         self.set_rescore(config.rescore)
 

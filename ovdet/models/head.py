@@ -127,6 +127,15 @@ class DetectionHead(nn.Module):
         nn.init.zeros_(self.logit_shift.weight)
         nn.init.constant_(self.logit_shift.bias, INIT_LOGIT_SHIFT)
 
+    @torch.no_grad()
+    def init_logit_scale(self, logit_scale: float, logit_shift: float) -> None:
+        """Start the scores at a tower's own calibration: logits = (cos + shift) * scale (SigLIP's
+        exp(t) * cos + b is scale = exp(t), shift = b / exp(t)); scale is elu(x) + 1, so x = scale - 1."""
+        nn.init.zeros_(self.logit_scale.weight)
+        nn.init.constant_(self.logit_scale.bias, logit_scale - 1.0)
+        nn.init.zeros_(self.logit_shift.weight)
+        nn.init.constant_(self.logit_shift.bias, logit_shift)
+
     def box_bias(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         if grid not in self._bias_cache:
             self._bias_cache[grid] = BOX_BIAS_FUNCTIONS[self.box_bias_kind](*grid)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from ovdet.errors import ModelNotAvailableError
 from ovdet.towers.loaded_clip import LoadedCLIP
 
 KINDS = ("owlvit", "owlv2")
@@ -48,21 +47,10 @@ def is_owl_detection_folder(path: str | Path) -> bool:
 
 
 def _from_pretrained(cls, path: Path):
-    """transformers' loader, refusing any missing or unexpected weight instead of logging it."""
-    from transformers.utils import logging as hf_logging
+    """transformers' loader, refusing any missing, unexpected or mis-shaped weight instead of logging it."""
+    from ovdet.towers.loader import from_pretrained_checked
 
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = cls.from_pretrained(str(path), output_loading_info=True, use_safetensors=True,
-                                          local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise ModelNotAvailableError(f"'{path}' cannot be loaded as {cls.__name__} ({str(err).splitlines()[0][:200]}); "
-                                     "it needs config.json and model.safetensors as save_pretrained writes them") from None
-    missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
-    if missing or unexpected:
-        raise ModelNotAvailableError(f"'{path}' does not match {cls.__name__}: missing {sorted(missing)[:5]}, "
-                                     f"unexpected {sorted(unexpected)[:5]}")
-    return model.eval()
+    return from_pretrained_checked(cls, str(path)).eval()
 
 
 def _towers(base, path: Path, kind: str, trainable_layers: int, reference: str) -> LoadedCLIP:
@@ -86,8 +74,12 @@ def load_owl_towers(path: str | Path, trainable_layers: int = 0) -> LoadedCLIP:
     return _towers(_from_pretrained(base_cls, path), path, kind, trainable_layers, str(path))
 
 
-def load_owl_detector(path: str | Path, trainable_layers: int = 0):
-    """An OWL-ViT / OWLv2 detection folder -> a trained ovdet Detector computing what transformers computes."""
+def load_owl_detector(path: str | Path, trainable_layers: int = 0, image_size: int | None = None):
+    """An OWL-ViT / OWLv2 detection folder -> a trained ovdet Detector computing what transformers computes.
+
+    `image_size` other than the checkpoint's own interpolates the position embeddings (transformers'
+    `interpolate_pos_encoding=True`); the default is the size in its preprocessor config, else its own.
+    """
     from ovdet.models.detector import Detector
     from ovdet.models.detector_config import DetectorConfig
 
@@ -97,9 +89,9 @@ def load_owl_detector(path: str | Path, trainable_layers: int = 0):
     owl = _from_pretrained(det_cls, path)
     base = getattr(owl, kind)
     loaded = _towers(base, path, kind, trainable_layers, str(path))
-    vision = owl.config.vision_config
+    size = image_size or _processor_size(path) or owl.config.vision_config.image_size
     config = DetectorConfig(
-        clip={"format": kind, "path": str(path)}, image_size=vision.image_size, box_layers=BOX_LAYERS,
+        clip={"format": kind, "path": str(path)}, image_size=size, box_layers=BOX_LAYERS,
         objectness_layers=BOX_LAYERS if kind == "owlv2" else 0, box_bias="corner", preprocess=PREPROCESS[kind],
         templates="single", threshold=0.1, trainable_layers=trainable_layers,
         info={"untrained": False, "source": {"format": kind, "path": str(path)}},
@@ -107,6 +99,18 @@ def load_owl_detector(path: str | Path, trainable_layers: int = 0):
     detector = Detector(loaded, config)
     copy_head_weights(owl, detector, kind)
     return detector.eval()
+
+
+def _processor_size(path: Path) -> int | None:
+    """The square side the checkpoint's image processor resizes to (preprocessor_config.json `size`)."""
+    config = path / "preprocessor_config.json"
+    try:
+        size = json.loads(config.read_text(encoding="utf-8")).get("size") if config.is_file() else None
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(size, dict) and isinstance(size.get("height"), int) and size.get("height") == size.get("width"):
+        return size["height"]
+    return None
 
 
 @torch.no_grad()
