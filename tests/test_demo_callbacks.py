@@ -210,3 +210,22 @@ def test_demo_command_binds_loopback_by_default():
 
     args = build_parser().parse_args(["demo"])
     assert (args.host, args.port, args.model) == ("127.0.0.1", 7860, None)
+
+
+def test_demo_result_equals_ovdet_detect(tmp_path):
+    """The demo and the CLI run one pipeline: same image, queries and knobs give the same detections."""
+    from ovdet.assets import DEFAULT_MODEL, SCENE
+    from ovdet.cli.main import main
+    from ovdet.demo.callbacks import run_detection
+    from ovdet.image_io import load_image
+    from ovdet.models.detector import Detector
+
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("no embedded model shipped")
+    out = tmp_path / "r.json"
+    assert main(["detect", str(SCENE), "-q", "star", "-q", "red circle", "--negative", "square",
+                 "--threshold", "0.3", "--out", str(out), "--quiet"]) == 0
+    cli = json.loads(out.read_text())[0]["detections"]
+    _, dets = run_detection(Detector.from_pretrained(DEFAULT_MODEL), "embedded", load_image(SCENE), "star, red circle",
+                            "square", threshold=0.3)
+    assert cli and [d.to_dict() for d in dets] == cli

@@ -73,3 +73,25 @@ def test_embedded_model_exports_with_crop_rescoring(tmp_path):
         pixels = torch.randn(batch, 3, det.image_size, det.image_size)
         result = check_onnx(path, det, pixels, embeds, baked=True, runs=1)
         assert max(result["max_abs_diff"].values()) < 1e-3  # roi_align + a temperature-100 softmax: fp32 noise x100
+
+
+@pytest.mark.slow
+def test_exported_default_model_scores_as_predict_on_the_bundled_scenes(tmp_path):
+    """Crop re-scoring and its reference names are in the file: ONNX == Detector.predict, scores and boxes."""
+    from ovdet.assets import SCENE
+    from ovdet.export.onnx import reference_embeds
+    from ovdet.image_io import load_image
+
+    det = Detector.from_pretrained(EMBEDDED)
+    queries = ["star", "red circle", "square"]  # "square" is a reference name: it must not compete twice
+    embeds = det.encode_queries(queries)
+    reference = reference_embeds(det, queries)
+    path = export_onnx(det, tmp_path / "embedded.onnx", "image", embeds, reference=reference)
+    scenes = [load_image(SCENE), load_image(SCENE).transpose(0)]  # the scene and its mirror image
+    pixels = det.preprocessor.to_model(scenes)
+    boxes, logits, _ = onnx_session(path).run(None, {"pixel_values": pixels.numpy()})
+    ref = det.predict(pixels, queries)
+    score_diff = np.abs(1 / (1 + np.exp(-logits)) - ref["logits"].sigmoid().numpy()).max()
+    box_diff = np.abs(boxes - ref["pred_boxes"].numpy()).max()
+    print(f"ONNX vs predict on the bundled scenes: max abs diff scores {score_diff:.2e}, boxes {box_diff:.2e}")
+    assert score_diff <= 1e-4 and box_diff <= 1e-4

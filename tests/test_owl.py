@@ -14,7 +14,11 @@ from PIL import Image
 from ovdet.cli.main import main
 from ovdet.models.detector import Detector
 from ovdet.text.tokenizer import clip_tokenizer
-from ovdet.towers.owl import load_owl_detector
+from ovdet.towers.owl import load_owl_detector as _load_owl
+
+
+def load_owl_detector(folder, image_size=None):
+    return _load_owl(Detector, folder, image_size=image_size)
 
 QUERIES = ["a cat", "a remote control", "two dogs"]
 SIZE, PATCH = 64, 16

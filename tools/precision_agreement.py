@@ -17,7 +17,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from ovdet.benchmark.agreement import MAX_AP50_GAP, precision_agreement
-    from ovdet.cli.detect import resolve_model
+    from ovdet.assets import resolve_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="a folder of `ovdet shapeworld` (instances.json, images/)")

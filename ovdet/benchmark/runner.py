@@ -107,7 +107,7 @@ def run_child(spec: dict, timeout_s: float) -> dict:
 
 def prepare(settings: BenchmarkSettings, folder: Path, log) -> dict[str, dict]:
     """Save the random models once (and export ONNX files where asked); paths per model."""
-    from ovdet.cli.detect import DEFAULT_MODEL
+    from ovdet.assets import DEFAULT_MODEL
 
     dirs: dict[str, dict] = {}
     for model in settings.models:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from ovdet.cli.detect import DEFAULT_MODEL
+    from ovdet.assets import DEFAULT_MODEL
     from ovdet.demo.model_registry import ModelRegistry
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

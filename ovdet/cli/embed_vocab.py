@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ovdet.cli.detect import resolve_model
+    from ovdet.assets import resolve_model
     from ovdet.models.detector import Detector
     from ovdet.text.vocab_cache import resolve_vocabulary
 

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovdet.cli.detect import resolve_model
+    from ovdet.assets import resolve_model
     from ovdet.models.detector import Detector
     from ovdet.models.text_encoder import validate_queries
 

@@ -10,7 +10,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 
 def check_outputs_and_targets(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
-    """Validate the output / target contract of DESIGN.md; raise ValueError naming the fix."""
+    """Validate the output / target contract of docs/ARCHITECTURE.md; raise ValueError naming the fix."""
     logits, boxes = outputs["logits"], outputs["pred_boxes"]
     if logits.dim() != 3:
         raise ValueError(f"outputs['logits'] must be [B, P, Q], got shape {tuple(logits.shape)}")

@@ -156,7 +156,7 @@ class Detector(nn.Module):
         `settings`: any `DetectorConfig` key (box_layers, context_blocks, templates, rescore, ...)."""
         from ovdet.models.detector_io import from_clip
 
-        return from_clip(clip, image_size, trainable_layers, **settings)
+        return from_clip(cls, clip, image_size, trainable_layers, **settings)
 
     @classmethod
     def from_config(cls, clip: LoadedCLIP, config: dict) -> "Detector":
@@ -168,7 +168,7 @@ class Detector(nn.Module):
         """Load an ovdet folder, an OWL-ViT / OWLv2 folder, or a CLIP-family tower (untrained head)."""
         from ovdet.models.detector_io import from_pretrained
 
-        return from_pretrained(path, trainable_layers)
+        return from_pretrained(cls, path, trainable_layers)
 
     def save_pretrained(self, path: str | Path, copy_clip: bool = True, dtype: torch.dtype | None = None) -> Path:
         """Write `config.json`, the head in `model.safetensors` and the CLIP in `clip/`, atomically."""

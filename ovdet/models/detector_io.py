@@ -24,6 +24,7 @@ from ovdet.models.model_folder import (
     refuse_pickled_weights,
     verify_checksums,
 )
+from ovdet.towers.clip_saving import save_clip
 from ovdet.towers.loader import load_clip
 
 CONFIG_NAME = "config.json"
@@ -33,19 +34,17 @@ CLIP_DIR = "clip"
 CLIP_PREFIXES = ("backbone.vision.", "text_encoder.")
 
 
-def from_clip(clip: str, image_size: int | None = None, trainable_layers: int = 0, **settings):
-    """A Detector with a fresh (untrained) head on a CLIP hub id or folder.
+def from_clip(cls, clip: str, image_size: int | None = None, trainable_layers: int = 0, **settings):
+    """A `cls` (Detector) with a fresh (untrained) head on a CLIP hub id or folder.
 
     `image_size` defaults to the CLIP's own training resolution; set it higher to detect small things.
     """
-    from ovdet.models.detector import Detector
-
     loaded = load_clip(clip, trainable_layers)
     size = image_size or loaded.backbone.default_image_size
     info = {"untrained": True, **settings.pop("info", {})}
     config = DetectorConfig(clip={"format": loaded.format, "path": str(clip)}, image_size=size,
                             trainable_layers=trainable_layers, info=info, **settings)
-    return Detector(loaded, config)
+    return cls(loaded, config)
 
 
 def save_pretrained(detector, path: str | Path, copy_clip: bool = True, dtype: torch.dtype | None = None) -> Path:
@@ -58,7 +57,7 @@ def save_pretrained(detector, path: str | Path, copy_clip: bool = True, dtype: t
     with atomic_folder(path) as tmp:
         clip_path = CLIP_DIR if copy_clip else detector.clip.reference
         if copy_clip:
-            detector.clip.save(tmp / CLIP_DIR, dtype=dtype)
+            save_clip(detector.clip, tmp / CLIP_DIR, dtype=dtype)
         state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in detector.head_state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
         config = {**detector.config(clip_path), "checksums": file_checksums(tmp)}  # verified by from_pretrained
@@ -66,11 +65,9 @@ def save_pretrained(detector, path: str | Path, copy_clip: bool = True, dtype: t
     return path
 
 
-def from_pretrained(path: str | Path, trainable_layers: int | None = None):
-    """Load an ovdet folder; an OWL-ViT / OWLv2 detection folder as its own detector; a plain tower
-    (CLIP, OpenCLIP, SigLIP id or folder) with an untrained head."""
-    from ovdet.models.detector import Detector
-
+def from_pretrained(cls, path: str | Path, trainable_layers: int | None = None):
+    """Load a `cls` (Detector) from an ovdet folder; an OWL-ViT / OWLv2 detection folder as its own
+    detector; a plain tower (CLIP, OpenCLIP, SigLIP id or folder) with an untrained head."""
     path = Path(path)
     config = read_config(path)
     if config is None:
@@ -78,9 +75,9 @@ def from_pretrained(path: str | Path, trainable_layers: int | None = None):
 
         refuse_pickled_weights(path)
         if is_owl_detection_folder(path):
-            return load_owl_detector(path, trainable_layers or 0)
+            return load_owl_detector(cls, path, trainable_layers or 0)
         with one_line_errors(path):
-            return from_clip(str(path), trainable_layers=trainable_layers or 0)
+            return from_clip(cls, str(path), trainable_layers=trainable_layers or 0)
     verify_checksums(path, config.get("checksums"))
     clip_path = _clip_folder(path, config["clip"]["path"])
     refuse_pickled_weights(clip_path)
@@ -88,7 +85,7 @@ def from_pretrained(path: str | Path, trainable_layers: int | None = None):
     with one_line_errors(clip_path):
         clip = load_clip(str(clip_path), layers)
     try:
-        det = Detector(clip, DetectorConfig.from_dict({**config, "trainable_layers": layers}))
+        det = cls(clip, DetectorConfig.from_dict({**config, "trainable_layers": layers}))
     except ValueError as err:
         raise ModelNotAvailableError(f"'{path / CONFIG_NAME}' describes no valid model: {err}") from None
     weights = path / WEIGHTS_NAME

@@ -72,6 +72,12 @@ class TextEncoder(nn.Module):
     def load_vocab(self, path) -> VocabCache:
         """Fill the cache from a file of `save_vocab`; refuse one made by a different text tower."""
         cache = read_vocab_cache(path)
+        if cache.embeds.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"vocabulary cache '{path}' holds {cache.embeds.shape[-1]}-d embeddings but this text tower "
+                f"('{self.tower.identity}') makes {self.embed_dim}-d ones; re-run "
+                f"`ovdet embed-vocab --model {self.tower.identity} --out {path}`"
+            )
         if cache.fingerprint != self.fingerprint():
             raise ValueError(
                 f"vocabulary cache '{path}' was made with model '{cache.model}' (text fingerprint "

@@ -61,11 +61,6 @@ def clip_tokenizer():
     )
 
 
-def save_vocab_files(folder: str | Path) -> None:
-    """Write `vocab.json` and `merges.txt` so a saved CLIP folder carries its own tokenizer."""
-    clip_tokenizer().save_pretrained(str(folder))
-
-
 @lru_cache(maxsize=1)
 def _bpe():
     from open_clip.tokenizer import SimpleTokenizer

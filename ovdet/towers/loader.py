@@ -60,8 +60,6 @@ def load_clip(name_or_path: str | Path, trainable_layers: int = 0) -> LoadedCLIP
     if model_type == "siglip":
         return _load_siglip(name, trainable_layers)
     if model_type in ("owlvit", "owlv2"):
-        from ovdet.towers.owl import load_owl_towers
-
         return load_owl_towers(name, trainable_layers)
     hint = "; it is an ovdet detector: load it with Detector.from_pretrained" if model_type == "ovdet" else ""
     raise ModelNotAvailableError(
@@ -254,3 +252,31 @@ def _normalisation_for(name: str | Path, mean=OPENAI_MEAN, std=OPENAI_STD) -> tu
     if "image_mean" in data and "image_std" in data:
         return tuple(data["image_mean"]), tuple(data["image_std"])
     return tuple(mean), tuple(std)
+
+
+def config_model_type(name: str | Path) -> str | None:
+    """`model_type` of a transformers folder's config.json (None when it has none)."""
+    data = _json_file(name, "config.json") or {}
+    return data.get("model_type") if isinstance(data, dict) else None
+
+
+def load_owl_towers(path: str | Path, trainable_layers: int = 0) -> LoadedCLIP:
+    """A towers-only OwlViTModel / Owlv2Model folder (what an ovdet folder made from OWL keeps in `clip/`)."""
+    import transformers
+
+    path = Path(path)
+    kind = config_model_type(path)
+    base_cls = getattr(transformers, "OwlViTModel" if kind == "owlvit" else "Owlv2Model")
+    return owl_towers(from_pretrained_checked(base_cls, str(path)), path, kind, trainable_layers, str(path))
+
+
+def owl_towers(base, path: Path, kind: str, trainable_layers: int, reference: str) -> LoadedCLIP:
+    """An OwlViTModel / Owlv2Model (the CLIP inside an OWL detector) as ovdet's two towers."""
+    from ovdet.towers.text_hf import HFCLIPTextTower
+    from ovdet.towers.vision_vit import CLIPVisionBackbone
+
+    tokenizer = _tokenizer_for(path)
+    mean, std = _normalisation_for(path)
+    backbone = CLIPVisionBackbone(base.vision_model, mean, std, trainable_layers=trainable_layers)
+    text = HFCLIPTextTower(base.text_model, base.text_projection, tokenizer, identity=reference)
+    return LoadedCLIP(backbone=backbone, text_tower=text, reference=reference, format=kind, model=base, tokenizer=tokenizer)

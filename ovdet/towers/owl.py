@@ -15,18 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ovdet.towers.loaded_clip import LoadedCLIP
+from ovdet.towers.loader import from_pretrained_checked, owl_towers
 
 KINDS = ("owlvit", "owlv2")
 PREPROCESS = {"owlvit": "stretch", "owlv2": "pad_gaussian"}
 BOX_LAYERS = 3  # dense0..dense2 of OWL's box (and OWLv2's objectness) head
-
-
-def _classes(kind: str):
-    import transformers
-
-    prefix = "OwlViT" if kind == "owlvit" else "Owlv2"
-    return getattr(transformers, f"{prefix}Model"), getattr(transformers, f"{prefix}ForObjectDetection")
 
 
 def _model_type(path: Path) -> tuple[str | None, list[str]]:
@@ -46,49 +39,24 @@ def is_owl_detection_folder(path: str | Path) -> bool:
     return kind in KINDS and any(a.endswith("ForObjectDetection") for a in architectures)
 
 
-def _from_pretrained(cls, path: Path):
-    """transformers' loader, refusing any missing, unexpected or mis-shaped weight instead of logging it."""
-    from ovdet.towers.loader import from_pretrained_checked
-
-    return from_pretrained_checked(cls, str(path)).eval()
-
-
-def _towers(base, path: Path, kind: str, trainable_layers: int, reference: str) -> LoadedCLIP:
-    """An OwlViTModel / Owlv2Model (the CLIP inside the detector) as ovdet's two towers."""
-    from ovdet.towers.loader import _normalisation_for as normalisation_for, _tokenizer_for as tokenizer_for
-    from ovdet.towers.text_hf import HFCLIPTextTower
-    from ovdet.towers.vision_vit import CLIPVisionBackbone
-
-    tokenizer = tokenizer_for(path)
-    mean, std = normalisation_for(path)
-    backbone = CLIPVisionBackbone(base.vision_model, mean, std, trainable_layers=trainable_layers)
-    text = HFCLIPTextTower(base.text_model, base.text_projection, tokenizer, identity=reference)
-    return LoadedCLIP(backbone=backbone, text_tower=text, reference=reference, format=kind, model=base, tokenizer=tokenizer)
-
-
-def load_owl_towers(path: str | Path, trainable_layers: int = 0) -> LoadedCLIP:
-    """A towers-only OwlViTModel / Owlv2Model folder (what an ovdet folder made from OWL keeps in `clip/`)."""
-    path = Path(path)
-    kind, _ = _model_type(path)
-    base_cls, _ = _classes(kind)
-    return _towers(_from_pretrained(base_cls, path), path, kind, trainable_layers, str(path))
-
-
-def load_owl_detector(path: str | Path, trainable_layers: int = 0, image_size: int | None = None):
-    """An OWL-ViT / OWLv2 detection folder -> a trained ovdet Detector computing what transformers computes.
+def load_owl_detector(detector_cls, path: str | Path, trainable_layers: int = 0, image_size: int | None = None):
+    """An OWL-ViT / OWLv2 detection folder -> a trained `detector_cls` (ovdet's Detector) computing what
+    transformers computes.
 
     `image_size` other than the checkpoint's own interpolates the position embeddings (transformers'
     `interpolate_pos_encoding=True`); the default is the size in its preprocessor config, else its own.
     """
-    from ovdet.models.detector import Detector
+    import transformers
+
     from ovdet.models.detector_config import DetectorConfig
 
     path = Path(path)
     kind, _ = _model_type(path)
-    _, det_cls = _classes(kind)
-    owl = _from_pretrained(det_cls, path)
+
+    det_cls = getattr(transformers, f"{'OwlViT' if kind == 'owlvit' else 'Owlv2'}ForObjectDetection")
+    owl = from_pretrained_checked(det_cls, str(path))
     base = getattr(owl, kind)
-    loaded = _towers(base, path, kind, trainable_layers, str(path))
+    loaded = owl_towers(base, path, kind, trainable_layers, str(path))
     size = image_size or _processor_size(path) or owl.config.vision_config.image_size
     config = DetectorConfig(
         clip={"format": kind, "path": str(path)}, image_size=size, box_layers=BOX_LAYERS,
@@ -96,7 +64,7 @@ def load_owl_detector(path: str | Path, trainable_layers: int = 0, image_size: i
         templates="single", threshold=0.1, trainable_layers=trainable_layers,
         info={"untrained": False, "source": {"format": kind, "path": str(path)}},
     )
-    detector = Detector(loaded, config)
+    detector = detector_cls(loaded, config)
     copy_head_weights(owl, detector, kind)
     return detector.eval()
 

@@ -1,0 +1,44 @@
+"""Write a loaded CLIP back in its own format (open_clip folder or transformers `save_pretrained`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ovdet.towers.loaded_clip import LoadedCLIP
+
+
+def save_clip(clip: LoadedCLIP, folder: str | Path, dtype=None) -> None:
+    """Write the CLIP (with any fine-tuned vision blocks) in its own format.
+
+    `dtype` (e.g. torch.float16) applies to open_clip folders; transformers folders stay as loaded
+    and get their tokenizer; CLIP and SigLIP folders also get a `preprocessor_config.json` with
+    the tower's normalisation, so that a reload (and transformers' processors) see the same pixels.
+    """
+    folder = Path(folder)
+    if clip.format == "open_clip":
+        from ovdet.towers.open_clip_io import save_open_clip
+
+        save_open_clip(clip.model, folder, **({"dtype": dtype} if dtype is not None else {}))
+        return
+    clip.model.save_pretrained(str(folder))  # transformers: "hf", "siglip", "owlvit", "owlv2"
+    if clip.tokenizer is not None:
+        clip.tokenizer.save_pretrained(str(folder))
+    processor = _image_processor(clip)
+    if processor is not None:
+        processor.save_pretrained(str(folder))
+
+
+def _image_processor(clip: LoadedCLIP):
+    """transformers' image processor for a CLIP or SigLIP, with the backbone's mean/std (None for others)."""
+    size = int(clip.model.config.vision_config.image_size)
+    mean, std = list(clip.backbone.image_mean), list(clip.backbone.image_std)
+    if clip.format == "siglip":
+        from transformers import SiglipImageProcessor
+
+        return SiglipImageProcessor(image_mean=mean, image_std=std, size={"height": size, "width": size})
+    if clip.format == "hf":
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor(image_mean=mean, image_std=std, size={"shortest_edge": size},
+                                  crop_size={"height": size, "width": size})
+    return None
