@@ -5,6 +5,7 @@ Tiny random configs, every weight perturbed by 0.05 * randn so a wrong mapping s
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,53 @@ def test_cli_detect_runs_an_owl_folder_and_saves_it_as_an_ovdet_folder(owl, tmp_
     pixels = torch.randn(1, 3, SIZE, SIZE)
     a, b = det.predict(pixels, ["cat"]), again.predict(pixels, ["cat"])
     assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["pred_boxes"], b["pred_boxes"])
+
+
+@pytest.mark.parametrize("kind", ["owlvit", "owlv2"])
+def test_an_owl_checkpoint_is_the_start_of_head_fine_tuning(kind, tmp_path):
+    """`ovdet train model=owl model.path=DIR`: a few steps from OWL's own heads, saved as an ovdet folder."""
+    from hydra import compose, initialize_config_dir
+    from synthetic_coco import write_synthetic_coco
+
+    from ovdet.training.run import train
+
+    folder = tmp_path / kind
+    save_tiny_owl(folder, kind)
+    json_path = write_synthetic_coco(tmp_path / "data", num_images=4, seed=0)
+    images = tmp_path / "data" / "images"
+    data = [f"data.train_json={json_path}", f"data.train_images={images}", f"data.val_json={json_path}",
+            f"data.val_images={images}"]
+    config_dir = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "model=owl", f"model.path={folder}", *data,
+                                          f"paths.output_dir={tmp_path / 'out'}", "debug=fast_dev_run", "logger=none"])
+    assert torch.isfinite(torch.tensor(train(cfg)["train/loss"]))
+    tuned = Detector.from_pretrained(tmp_path / "out" / "detector")
+    assert tuned.clip.format == kind and tuned.settings.box_bias == "corner" and not tuned.untrained
+
+
+def test_folders_ovdet_cannot_load_are_refused_in_one_line(owl, tmp_path):
+    """Never a silently random model: an unknown model_type, or weights that leave keys missing, exit 2."""
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file, save_file
+
+    kind, folder, _ = owl
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(image)
+    typo = tmp_path / "typo"
+    shutil.copytree(folder, typo)
+    config = json.loads((typo / "config.json").read_text())
+    (typo / "config.json").write_text(json.dumps({**config, "model_type": "owlvitt"}))
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    state = load_file(broken / "model.safetensors")
+    save_file({k: v for k, v in state.items() if not k.startswith("box_head.")}, broken / "model.safetensors")
+    for model, needle in ((typo, "owlvitt"), (broken, "box_head")):
+        proc = subprocess.run([sys.executable, "-m", "ovdet.cli.main", "detect", str(image), "-q", "cat", "--model",
+                               str(model)], capture_output=True, text=True, env={**__import__("os").environ})
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "corrupt" not in lines[0]
