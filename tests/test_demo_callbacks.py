@@ -3,6 +3,7 @@
 import json
 import sys
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -146,25 +147,24 @@ def test_registry_offers_only_what_the_server_found(model_dir, tmp_path):
 
 
 def test_worker_times_out_and_runs_one_call_at_a_time():
-    worker = ModelWorker(timeout_s=0.2)
-    release, active, peak = threading.Event(), [0], [0]
-    lock = threading.Lock()
+    release = threading.Event()
+    with pytest.raises(RequestTimeout, match="longer than 0.2 s"):
+        ModelWorker(timeout_s=0.2).call(release.wait, 5)  # blocked: the caller gets an error, not a hang
+    release.set()
+    worker = ModelWorker(timeout_s=30.0)
+    active, peak, lock = [0], [0], threading.Lock()
 
     def job():
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        release.wait(5)
+        time.sleep(0.05)
         with lock:
             active[0] -= 1
         return "done"
 
-    with pytest.raises(RequestTimeout, match="longer than 0.2 s"):
-        worker.call(job)  # blocked until released: the caller gets an error, not a hang
-    release.set()
     results = []
     threads = [threading.Thread(target=lambda: results.append(worker.call(job))) for _ in range(4)]
-    worker.timeout_s = 30.0
     for t in threads:
         t.start()
     for t in threads:

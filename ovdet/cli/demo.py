@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="longest a request may take")
     p.add_argument("--max-file-size", default="10mb", help="largest upload accepted (e.g. 10mb, 500kb)")
+    p.add_argument("--max-upload-storage", default="256mb",
+                   help="all uploads and outputs kept on the server together; the oldest are deleted past it")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait; more are refused")
     p.set_defaults(run=run)
 
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.queue_size < 1:
         raise ValueError(f"--queue-size must be >= 1, got {args.queue_size}")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
     try:
         from ovdet.demo.app import launch
     except ModuleNotFoundError as err:
@@ -45,12 +49,23 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ovdet.assets import DEFAULT_MODEL
+    from ovdet.demo.http_server import bind_port
     from ovdet.demo.model_registry import ModelRegistry
+    from ovdet.demo.upload_store import parse_size
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    registry = ModelRegistry.discover(args.model, DEFAULT_MODEL, args.models_dirs, device)
-    registry.get(registry.default)  # load before serving: the first request should not wait for it
-    print(f"ovdet demo: models {registry.names}", file=sys.stderr)
-    launch(registry, host=args.host, port=args.port, timeout_s=args.timeout, max_file_size=args.max_file_size,
-           queue_size=args.queue_size)
+    max_file_size = parse_size(args.max_file_size, "--max-file-size")
+    max_storage = parse_size(args.max_upload_storage, "--max-upload-storage")
+    if max_storage < max_file_size:
+        raise ValueError(f"--max-upload-storage ({args.max_upload_storage}) must be at least --max-file-size "
+                         f"({args.max_file_size})")
+    sock = bind_port(args.host, args.port)  # a busy port fails now, not after loading the model
+    try:
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        registry = ModelRegistry.discover(args.model, DEFAULT_MODEL, args.models_dirs, device)
+        registry.get(registry.default)  # load before serving: the first request should not wait for it
+        print(f"ovdet demo: models {registry.names}", file=sys.stderr)
+        launch(registry, sock, timeout_s=args.timeout, max_file_size=max_file_size, max_upload_storage=max_storage,
+               queue_size=args.queue_size)
+    finally:
+        sock.close()
     return 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
 from ovdet.draw import draw_detections
 from ovdet.image_io import load_image, original_size
@@ -25,6 +25,11 @@ from ovdet.postprocess import PostProcess
 
 # Decoded images above this are refused (the upload cap bounds bytes, this bounds pixels).
 MAX_PIXELS = 40_000_000
+# Queries (and, separately, negatives) one request may give: each costs a text-tower pass and a
+# column of the score matrix; a larger vocabulary belongs in `ovdet detect`.
+MAX_QUERIES = 100
+# An absolute path (POSIX or Windows) inside an error message: never shown to a page user.
+_PATH = re.compile(r"""(?<![\w/.])['"]?(?:[A-Za-z]:\\|/)[^\s'"]*['"]?""")
 TABLE_HEADERS = ["query", "score", "x1", "y1", "x2", "y2"]
 # What a run keeps of the model outputs: enough to re-filter, not the region embeddings.
 _KEPT_OUTPUTS = ("pred_boxes", "logits", "negative_veto")
@@ -48,10 +53,17 @@ class DetectionState:
     to_original: object = None  # the model's box geometry (ImagePreprocessor.to_original), for re-filtering
 
 
-def parse_queries(text: str | None) -> list[str]:
-    """Free text -> queries: one per line or comma separated; blanks and repeats dropped, order kept."""
+def parse_queries(text: str | None, what: str = "queries") -> list[str]:
+    """Free text -> queries: one per line or comma separated; blanks and repeats dropped, order kept.
+    More than MAX_QUERIES is refused, naming the cap (`what` names the field in the message)."""
+    if not isinstance(text, (str, type(None))):
+        raise ValueError(f"the {what} must be text, got {type(text).__name__}")
     parts = (p.strip() for p in re.split(r"[\n,]", text or ""))
-    return list(dict.fromkeys(p for p in parts if p))
+    queries = list(dict.fromkeys(p for p in parts if p))
+    if len(queries) > MAX_QUERIES:
+        raise ValueError(f"{len(queries)} {what} given; the demo takes at most {MAX_QUERIES} per request "
+                         "(for a large vocabulary use `ovdet detect -q ...`)")
+    return queries
 
 
 def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
@@ -75,7 +87,12 @@ def box_from_clicks(clicks: list[tuple[float, float]], point: tuple[float, float
 
 
 def check_image(image, what: str = "image") -> Image.Image:
-    """An image from the browser (PIL or array) as RGB; a path or anything else is refused, never opened."""
+    """An image from the browser (PIL or array) as RGB; a path or anything else is refused, never opened.
+
+    An upload arrives as a PIL image opened lazily (only its header read): its pixel count is
+    checked before anything is decoded, then it is decoded with its EXIF orientation applied.
+    Every failure is a ValueError of one line that names no server path.
+    """
     if image is None:
         raise ValueError(f"no {what}: upload one, paste one, use the webcam or pick an example scene")
     if not isinstance(image, (Image.Image, np.ndarray)):
@@ -83,7 +100,41 @@ def check_image(image, what: str = "image") -> Image.Image:
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
     if width * height > MAX_PIXELS:
         raise ValueError(f"the {what} is {width}x{height}, over {MAX_PIXELS} pixels; downscale it first")
-    return load_image(image)
+    try:
+        if isinstance(image, Image.Image) and image.format is not None:  # still a file: decode it now
+            image = ImageOps.exif_transpose(image)  # boxes in the frame people see, as `ovdet detect`
+        return load_image(image)
+    except MemoryError:
+        raise ValueError(f"the {what} ({width}x{height}) does not fit in the server's memory") from None
+    except Exception as err:  # PIL's decoders raise many types on broken files
+        raise ValueError(f"the {what} cannot be decoded ({plain_message(err)}); "
+                         "give a PNG, JPEG, WebP, GIF, BMP or TIFF image") from None
+
+
+def plain_message(err: BaseException, with_type: bool = True) -> str:
+    """`Type: message` (or the message alone) on one line, absolute paths replaced: safe to show to
+    a page user."""
+    text = _PATH.sub("<file>", " ".join(str(err).split()))[:400]
+    if not text:
+        return type(err).__name__
+    return f"{type(err).__name__}: {text}" if with_type else text
+
+
+def mark_exemplar(image, clicks: list[tuple[float, float]], box_text: str | None) -> Image.Image:
+    """The image with the exemplar so far: a cross at a first click, the box once it is complete."""
+    out = check_image(image).copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 200))
+    colour = (255, 0, 255)
+    for x, y in clicks:
+        arm = 3 * width
+        draw.line([x - arm, y, x + arm, y], fill=colour, width=width)
+        draw.line([x, y - arm, x, y + arm], fill=colour, width=width)
+    box = parse_box(box_text) if not clicks else None
+    if box is not None:
+        draw.rectangle(box, outline=colour, width=width)
+        draw.text((box[0] + width, box[1] + width), "exemplar 1", fill=colour)
+    return out
 
 
 def run_detection(

@@ -1,0 +1,63 @@
+"""The page's image inputs: an upload is opened lazily, so its pixel count is checked before decoding.
+
+Gradio's own `gr.Image(type="pil")` decodes every upload in full (`convert("RGB")`) before the
+demo sees it: a 0.5 MB PNG that declares 169 megapixels costs 1.3 GB there, and a broken file
+shows Gradio's message with the server's temporary path. `ImageInput` only reads the header
+(`PIL.Image.open` is lazy) and hands the open image on; `callbacks.check_image` checks its
+size and decodes it. A file PIL cannot identify is one plain line that names no path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import gradio as gr
+from gradio import component_meta
+from PIL import Image
+
+from ovdet.demo.callbacks import MAX_PIXELS
+
+
+# Gradio's component metaclass writes a .pyi stub next to the module of every new component class
+# (an aid for developing custom components); importing the demo should write no files.
+_write_stub, component_meta.create_or_modify_pyi = component_meta.create_or_modify_pyi, lambda *args: None
+
+
+class ImageInput(gr.Image):
+    """gr.Image (the same widget on the page) whose uploads reach the callbacks undecoded."""
+
+    is_template = True  # the page draws it with gr.Image's widget
+
+    def preprocess(self, payload) -> Image.Image | None:
+        """The upload as a PIL image with only its header read; gr.Error when it is no image."""
+        if payload is None:
+            return None
+        what = (self.label or "image").lower()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_image decides
+                return Image.open(_source(payload))  # reads the header only
+        except Image.DecompressionBombError:  # PIL's own guard, at twice its MAX_IMAGE_PIXELS
+            raise gr.Error(f"the {what} declares over {MAX_PIXELS} pixels; downscale it first",
+                           print_exception=False) from None
+        except Exception as err:
+            raise gr.Error(f"the {what} is not an image file that can be read ({type(err).__name__}); "
+                           "give a PNG, JPEG, WebP, GIF, BMP or TIFF image", print_exception=False) from None
+
+
+component_meta.create_or_modify_pyi = _write_stub  # Gradio's own components keep their stubs
+
+
+def _source(payload):
+    """A file Gradio has checked is in its upload folder, or the bytes of a base64 data URL."""
+    if payload.path:
+        return payload.path
+    if payload.url and payload.url.startswith("data:"):
+        try:
+            return io.BytesIO(base64.b64decode(payload.url.split(",", 1)[-1], validate=False))
+        except (binascii.Error, ValueError):
+            raise ValueError("bad base64") from None
+    raise ValueError("no file")
