@@ -57,3 +57,18 @@ def test_template_sets_as_data():
 def test_bad_queries(encoder, bad):
     with pytest.raises(ValueError):
         encoder.encode(bad)
+
+
+def test_the_embedding_cache_is_bounded(tiny_clip_dir, monkeypatch):
+    """A server fed new queries forever keeps at most MAX_CACHED_PROMPTS embeddings, and answers stay right."""
+    from ovdet.models import text_encoder
+
+    monkeypatch.setattr(text_encoder, "MAX_CACHED_PROMPTS", 5)
+    encoder = load_clip(str(tiny_clip_dir)).text_tower
+    enc = text_encoder.TextEncoder(encoder)
+    first = enc.encode(["a", "b"]).clone()
+    for i in range(10):
+        enc.encode([f"q{i}", f"r{i}"])
+        assert len(enc._cache) <= 5
+    enc._stacked.clear()
+    assert torch.allclose(enc.encode(["a", "b"]), first)

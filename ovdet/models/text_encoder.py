@@ -14,6 +14,7 @@ from ovdet.text.templates import resolve_templates
 from ovdet.text.tokenizer import warn_truncated
 from ovdet.text.vocab_cache import VocabCache, read_vocab_cache, write_vocab_cache
 
+MAX_CACHED_PROMPTS = 250_000  # (template, text) embeddings kept; a server fed new queries forever stays bounded
 STACKED_VOCABULARIES = 8  # stacked vocabularies kept by TextEncoder.encode (least recently used dropped)
 FINGERPRINT_SAMPLES = 4096  # values hashed per weight tensor
 
@@ -34,7 +35,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.tower = tower.eval().requires_grad_(False)
         self.batch_size = batch_size
-        self._cache: dict[tuple[str, str, str], torch.Tensor] = {}
+        self._cache: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
         # Whole stacked vocabularies, so a fixed vocabulary costs a dict lookup per image, not Q stacks.
         self._stacked: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._fingerprint: str | None = None
@@ -95,6 +96,7 @@ class TextEncoder(nn.Module):
         """Run the tower on (template, text) pairs not yet cached."""
         key = self.tower.identity
         missing = sorted({p for p in prompts if (key, *p) not in self._cache})
+        self._make_room({(key, *p) for p in prompts} - {(key, *p) for p in missing}, len(missing))
         warn_truncated([t.format(q) for t, q in missing], getattr(self.tower, "context_length", 77))  # once per text
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
@@ -103,6 +105,13 @@ class TextEncoder(nn.Module):
             embeds = F.normalize(embeds.float(), dim=-1).cpu()
             for pair, emb in zip(chunk, embeds):
                 self._cache[(key, *pair)] = emb
+
+    def _make_room(self, hits: set, incoming: int) -> None:
+        """Drop the least recently used embeddings beyond MAX_CACHED_PROMPTS, never those about to be read."""
+        for k in hits:
+            self._cache.move_to_end(k)
+        while len(self._cache) + incoming > MAX_CACHED_PROMPTS and len(self._cache) > len(hits):
+            self._cache.popitem(last=False)
 
     def encode(
         self,
