@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,8 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     Args:
         mode: "w" (text, `encoding`) or "wb" (bytes).
     Raises:
-        OSError naming `path` when it cannot be written (full disk, no permission); nothing changed.
+        OSError naming `path` when it cannot be written (full disk, no permission), an OSError raised
+        inside the block included; `path` is then as it was. A replaced file keeps its permissions.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
@@ -42,6 +44,8 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     # os.open with 0o666: the user's umask applies, as for a plain open() (mkstemp would give 0600)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        if path.is_file():
+            os.chmod(fd, stat.S_IMODE(path.stat().st_mode))
         with open(fd, mode, **({"encoding": encoding} if "b" not in mode else {})) as f:
             yield f
             f.flush()
@@ -117,17 +121,25 @@ def replace_folder(path: Path, written_by_us: Callable[[Path], set[str] | None],
 
     `path` may be new, empty, or a folder `written_by_us(path)` accepts: that returns the relative
     names of the files the writer put there (None: not one of ours). Only those files are deleted;
-    a folder holding anything else is refused before any work (and checked again before the swap).
+    a folder holding anything else is refused before any work, and checked again before the swap
+    (if it changed meanwhile, the new folder is kept beside it as `NAME-new-XXXX`).
     """
     path = Path(os.path.abspath(path))
-    _replaceable(path, written_by_us, kind)
+    check_replaceable(path, written_by_us, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield tmp
         for item in [tmp, *tmp.rglob("*")]:  # mkdtemp is private (0700)
             item.chmod(0o755 if item.is_dir() else 0o644)
-        ours = _replaceable(path, written_by_us, kind)
+            if item.is_file():
+                _fsync_file(item)  # on disk before the rename makes the folder visible
+        try:
+            ours = check_replaceable(path, written_by_us, kind)
+        except OvdetError as err:  # it changed while we wrote: keep the work beside it
+            kept = path.with_name(f"{path.name}-new-{secrets.token_hex(2)}")
+            tmp.rename(kept)
+            raise OvdetError(f"{err}; what was written is kept in '{kept}'") from None
         if not os.path.lexists(path):
             tmp.rename(path)
             return
@@ -143,8 +155,9 @@ def replace_folder(path: Path, written_by_us: Callable[[Path], set[str] | None],
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replaceable(path: Path, written_by_us: Callable[[Path], set[str] | None], kind: str) -> set[str]:
+def check_replaceable(path: Path, written_by_us: Callable[[Path], set[str] | None], kind: str) -> set[str]:
     """The files of `path` that may be deleted to replace it; refuse (one line) a folder holding others."""
+    path = Path(os.path.abspath(path))
     if not os.path.lexists(path):
         return set()
     if path.is_symlink() or not path.is_dir():
@@ -200,6 +213,14 @@ def _same_file(path: Path, source: Path) -> bool:
         return os.path.realpath(path) == os.path.realpath(source)
     except (OSError, ValueError):
         return False
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_folder(folder: Path) -> None:

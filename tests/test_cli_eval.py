@@ -162,3 +162,42 @@ def test_user_errors_are_one_line_exit_2(shapes_coco, tmp_path, args, message):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ovdet eval: error:") and message in lines[0]
+
+
+def test_a_bad_image_is_skipped_with_one_line_and_the_run_goes_on(model_dir, shapes_coco, tmp_path):
+    import shutil
+
+    root, _ = shapes_coco
+    images = Path(shutil.copytree(root, tmp_path / "images"))
+    (images / "003.png").write_bytes(b"not a png")  # decoded in a DataLoader worker: it fails there
+    preds, out = tmp_path / "preds.json", tmp_path / "metrics.json"
+    proc = ovdet("eval", "--model", str(model_dir), "--annotations", str(images / "gt.json"), "--images", str(images),
+                 "--workers", "1", "--batch-size", "1", "--predictions", str(preds), "--out", str(out),
+                 "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("ovdet eval: warning:")]
+    assert len(warnings) == 2, proc.stderr
+    assert "skipped image 3: image '" in warnings[0] and "003.png' cannot be decoded" in warnings[0]
+    assert "1 of 6 images could not be read" in warnings[1]
+    assert {r["image_id"] for r in json.loads(preds.read_text())} == {1, 2, 4, 5, 6}  # the others are kept
+    metrics = json.loads(out.read_text())
+    assert [s["id"] for s in metrics["meta"]["skipped_images"]] == [3] and metrics["num_images"] == 6
+
+    # a batch mixing read and unread images keeps the read ones
+    from ovdet.inference.image_dataset import ImageDataset, collate_images
+    from ovdet.preprocess import ImagePreprocessor
+
+    entries = [{"id": i, "file_name": f"00{i}.png"} for i in (2, 3, 4)]
+    batch = collate_images([ImageDataset(entries, images, ImagePreprocessor(32))[i] for i in range(3)])
+    assert batch["image_ids"] == [2, 4] and batch["pixel_values"].shape[0] == 2
+    assert [f["image_id"] for f in batch["failed"]] == [3]
+
+    # folder mode: a file whose header cannot be read is left out when the folder is listed
+    folder_preds = tmp_path / "folder.json"
+    proc = ovdet("eval", "--model", str(model_dir), "--images", str(images), "--categories", "circle,square",
+                 "--predictions", str(folder_preds), "--workers", "0", "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("ovdet eval: warning:")]
+    assert len(warnings) == 1 and "skipped image '" in warnings[0] and "003.png'" in warnings[0]
+    per_image = json.loads((tmp_path / "folder.per_image.json").read_text())
+    assert sorted(r["file_name"] for r in per_image) == ["001.png", "002.png", "004.png", "005.png", "006.png"]

@@ -75,3 +75,61 @@ def test_cli_embed_vocab_then_detect_with_the_cache(tiny_clip_dir, other_clip_di
     capsys.readouterr()
     assert main(["detect", "--model", str(other_clip_dir), *args[1:]]) == 2
     assert "was made with model" in capsys.readouterr().err
+
+
+def _rewrite(path, meta=None, embeds=None):
+    """The cache at `path` with some metadata or the embeddings changed, as an edit or a bad copy would."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        old_meta, old_embeds = f.metadata(), f.get_tensor("embeds")
+    new_meta = {k: v for k, v in {**old_meta, **(meta or {})}.items() if v is not None}
+    save_file({"embeds": old_embeds if embeds is None else embeds}, str(path), metadata=new_meta)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(meta={"names": json.dumps(NAMES + ["zebra"])}), r"embeddings \[1, 4, \d+\] .* for 1 templates x 5 names"),
+        (dict(meta={"names": json.dumps(NAMES[:2])}), r"names and embeddings do not belong together"),
+        (dict(meta={"names": "cat, dog"}), r"has no valid 'names' list"),
+        (dict(meta={"names": None}), r"has no valid 'names' list"),
+        (dict(meta={"templates": json.dumps([3])}), r"has no valid 'templates' list"),
+        (dict(meta={"fingerprint": None}), r"has no text-tower fingerprint"),
+        (dict(meta={"names": json.dumps(["cat", "dog", "cat", "forklift"])}),
+         r"lists the names \['cat'\] more than once"),
+        (dict(embeds=torch.full((1, 4, 8), float("nan"))), r"NaN or infinite"),
+        (dict(embeds=torch.zeros(4, 8)), r"embeddings \[4, 8\]"),
+    ],
+)
+def test_an_edited_or_corrupt_cache_is_one_line(tiny_clip_dir, tmp_path, capsys, change, message):
+    import re
+
+    cache = tmp_path / "vocab.safetensors"
+    Detector.from_clip(str(tiny_clip_dir), image_size=64).text_encoder.save_vocab(cache, NAMES)
+    _rewrite(cache, **change)
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "im.png")
+    code = main(["detect", str(tmp_path / "im.png"), "--model", str(tiny_clip_dir), "--vocab-cache", str(cache),
+                 "--precision", "fp32"])  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1 and str(cache) in err[0] and re.search(message, err[0]), err
+
+
+def test_a_cache_of_another_width_is_refused_even_with_this_fingerprint(tiny_clip_dir, tmp_path):
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64)
+    cache = tmp_path / "vocab.safetensors"
+    det.text_encoder.save_vocab(cache, NAMES)
+    _rewrite(cache, embeds=torch.nn.functional.normalize(torch.randn(1, 4, det.text_encoder.embed_dim + 8), dim=-1))
+    with pytest.raises(ValueError, match=rf"holds {det.text_encoder.embed_dim + 8}-d embeddings but this text tower"):
+        det.load_vocab(cache)
+
+
+def test_embed_vocab_writes_atomically_and_never_over_another_kind_of_file(tiny_clip_dir, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"a photo")
+    assert main(["embed-vocab", "--model", str(tiny_clip_dir), "--vocab", "coco", "--out", str(photo)]) == 2
+    assert photo.read_bytes() == b"a photo" and "exists and is not a .safetensors file" in capsys.readouterr().err
+    assert main(["embed-vocab", "--model", str(tiny_clip_dir), "--vocab", "coco", "--out",
+                 str(tmp_path / "v.safetensors")]) == 0  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "v.safetensors"]  # no temp file left

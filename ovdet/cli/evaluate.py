@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random head, these numbers measure nothing"
@@ -71,6 +73,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with one_line_warnings():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ovdet.evaluation.evaluate import evaluate_model, predict_images
 
     split = args.novel if args.novel is not None else args.split
@@ -109,6 +116,26 @@ def _folder_mode(args, options: dict, predict_images) -> int:
         print(f"wrote {len(dets)} detections to {args.predictions} (+ .images.json, .per_image.json); "
               "no --annotations, so no metrics")  # fmt: skip
     return 0
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str = "eval"):
+    """ovdet's warnings (a skipped image, ...) as one line each on stderr, as they happen; others as Python
+    shows them."""
+    from ovdet.errors import OvdetWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", OvdetWarning)
+        python_show = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, OvdetWarning):
+                print(f"ovdet {command}: warning: {message}", file=sys.stderr)
+            else:
+                python_show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def lightning_devices(device: str, count: int = 1) -> tuple[str, int | list[int]]:

@@ -13,7 +13,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ovdet.evaluation.predictions import load_json, load_predictions
+from ovdet.data.coco_validation import check_eval_json
+from ovdet.evaluation.predictions import MAX_PER_IMAGE, load_json, read_predictions
 from ovdet.evaluation.result import EvalResult, mean_precision
 from ovdet.evaluation.splits import Split, load_split
 
@@ -43,7 +44,8 @@ def run_coco_ov(
     """Box AP with pycocotools' COCOeval, grouped into novel / base / all by a split.
 
     gt: COCO annotation json (path or loaded dict; a dict is copied, never modified).
-    predictions: COCO results (list or json path): image_id, category_id, bbox xywh, score.
+    predictions: COCO results (list or json path): image_id, category_id, bbox xywh, score; read as
+        a stream, the best `MAX_PER_IMAGE` (300) of each image kept (COCO's challenge allows 100).
     split: see `load_split`; None takes `"split"` from the gt categories, else all are base.
     max_dets: detections per image that count (COCO's 100).
     meta: what produced the predictions (templates, scoring mode, model); kept in metrics.
@@ -58,7 +60,8 @@ def run_coco_ov(
     with _quiet(verbose):
         coco_gt = _load_gt(gt)
         split = load_split(split, coco_gt.dataset["categories"])
-        dets = load_predictions(predictions, coco_gt.getImgIds(), coco_gt.getCatIds())
+        dets, dropped = read_predictions(predictions, coco_gt.getImgIds(), coco_gt.getCatIds(),
+                                         max(MAX_PER_IMAGE, max_dets))  # fmt: skip
         coco_dt = coco_gt.loadRes(dets) if dets else _empty_results(coco_gt)
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
         ev.params.maxDets = [1, 10, max_dets]
@@ -75,6 +78,7 @@ def run_coco_ov(
         split=split.name if split else None,
         num_images=len(ev.params.imgIds),
         num_predictions=len(dets),
+        num_predictions_dropped=dropped,
         max_dets=max_dets,
         per_category=_per_category(coco_gt, full[:, :, :, 0, -1], ev.params.iouThrs, cat_ids, groups),
         meta=dict(meta or {}),
@@ -123,14 +127,9 @@ def _per_category(coco_gt: COCO, p: np.ndarray, iou_thrs, cat_ids: list[int], gr
 
 
 def _load_gt(gt: str | Path | dict) -> COCO:
-    """A COCO index over a private copy; fills `iscrowd`=0 and `area`=box area when absent."""
-    data = copy.deepcopy(load_json(gt))
-    missing = [k for k in ("images", "annotations", "categories") if k not in data]
-    if missing:
-        raise ValueError(f"ground truth lacks {missing}; pass a COCO annotation json")
+    """A COCO index over a private, checked copy; fills `iscrowd`=0 and `area`=box area when absent."""
+    data = copy.deepcopy(check_eval_json(load_json(gt), "annotations" if isinstance(gt, dict) else gt))
     for ann in data["annotations"]:
-        if "bbox" not in ann:
-            raise ValueError(f"annotation {ann.get('id')} has no 'bbox'; boxes are needed for box AP")
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
     coco = COCO()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from ovdet.data.coco_validation import check_eval_json
+from ovdet.errors import OvdetWarning
 from ovdet.evaluation.coco_ov import run_coco_ov
 from ovdet.evaluation.predictions import load_json
 from ovdet.evaluation.result import EvalResult
 from ovdet.evaluation.splits import Split, load_split
+from ovdet.safe_write import atomic_write_text, check_output_folder, check_output_path
 
 PROTOCOLS = ("auto", "coco", "lvis")
 EVAL_MAX_DETS = {"coco": 100, "lvis": 300}  # COCOeval: per image and category; LVIS: per image
@@ -52,10 +56,14 @@ def evaluate_model(
         base (OV-COCO: the 65 of 80, the generalized setting); "all": every category name.
     templates / template_mode / max_dets / score_threshold / nms / batch_size / workers /
         accelerator / devices: see `ovdet.inference.predict_coco`.
-    out: write metrics.json there. report: write report.md and plots into that folder.
+    out: write metrics.json there. report: write report.md and plots into that folder. Every file
+        is written atomically (`ovdet.safe_write`); a path that would overwrite an input or an
+        existing non-JSON file is refused before any work.
 
     Returns the EvalResult (metrics dict + precision arrays); None on non-zero DDP ranks.
     """
+    _check_outputs(annotations, predictions if model is not None else None, out, report,
+                   inputs=[predictions if model is None else None])  # fmt: skip
     gt = _load_annotations(annotations)
     protocol = detect_protocol(gt) if protocol == "auto" else protocol
     if protocol not in EVAL_MAX_DETS:
@@ -84,9 +92,8 @@ def evaluate_model(
     else:
         from ovdet.inference.results_file import read_meta
 
-        dets, meta = load_json(predictions), {**read_meta(predictions), "predictions": str(predictions)}
-    result = _score(annotations if isinstance(annotations, dict) else Path(annotations), gt, protocol, dets,
-                    split_obj, meta, verbose)  # fmt: skip
+        dets, meta = Path(predictions), {**read_meta(predictions), "predictions": str(predictions)}
+    result = _score(gt, protocol, dets, split_obj, meta, verbose)
     _write_outputs(result, out, report)
     return result
 
@@ -110,7 +117,13 @@ def run_detector(
         "score_threshold": options.get("score_threshold", 0.0),
         "nms": options.get("nms"),
     }
-    return predict_coco(detector.eval(), entries, images_dir, categories, **options), meta
+    skipped: list[dict] = []
+    dets = predict_coco(detector.eval(), entries, images_dir, categories, skipped=skipped, **options)
+    if skipped:
+        meta["skipped_images"] = skipped
+        warnings.warn(f"{len(skipped)} of {len(entries)} images could not be read and were skipped (listed above); "
+                      "they count as images without detections", OvdetWarning, stacklevel=2)  # fmt: skip
+    return dets, meta
 
 
 def predict_images(
@@ -125,14 +138,19 @@ def predict_images(
     """
     from ovdet.inference import images_from_folder, per_image_json, write_results
 
+    path = Path(predictions)
+    sidecars = [path.with_name(f"{path.stem}.{kind}.json") for kind in ("images", "per_image")]
+    source = [categories] if isinstance(categories, (str, Path)) and str(categories).endswith(".json") else []
+    for target in (path, *sidecars):
+        check_output_path(target, "--predictions", inputs=source)
     cats = load_categories(categories)
     entries = images_from_folder(images)
     dets, meta = run_detector(model, entries, images, cats, **options)
     if dets is None:
         return None
     path = write_results(dets, predictions, {**meta, "images": str(images)})
-    (path.with_name(f"{path.stem}.images.json")).write_text(json.dumps({"images": entries, "categories": cats}))
-    (path.with_name(f"{path.stem}.per_image.json")).write_text(json.dumps(per_image_json(dets, entries, cats)))
+    atomic_write_text(sidecars[0], json.dumps({"images": entries, "categories": cats}))
+    atomic_write_text(sidecars[1], json.dumps(per_image_json(dets, entries, cats)))
     return dets
 
 
@@ -166,7 +184,12 @@ def load_categories(spec: str | Path | Sequence[str]) -> list[dict]:
         items = data.get("categories", []) if isinstance(data, dict) else data
     else:
         items = str(spec).split(",") if isinstance(spec, (str, Path)) else list(spec)
+    if not isinstance(items, list):
+        raise ValueError(f"categories {str(spec)!r}: give a list of names or of {{id, name}} objects")
     items = [c for c in items if isinstance(c, dict) or str(c).strip()]
+    for i, c in enumerate(items):
+        if isinstance(c, dict) and not (type(c.get("id")) is int and isinstance(c.get("name"), str)):
+            raise ValueError(f"categories {str(spec)!r}: entry {i} ({str(c)[:80]}) needs an integer 'id' and a 'name'")
     cats = [{"id": c["id"], "name": c["name"]} if isinstance(c, dict) else {"id": i, "name": str(c).strip()}
             for i, c in enumerate(items, start=1)]  # fmt: skip
     if not cats:
@@ -174,20 +197,35 @@ def load_categories(spec: str | Path | Sequence[str]) -> list[dict]:
     return cats
 
 
-def _score(gt_ref, gt: dict, protocol: str, dets, split, meta: dict, verbose: bool) -> EvalResult:
+def _score(gt: dict, protocol: str, dets, split, meta: dict, verbose: bool) -> EvalResult:
     if protocol == "lvis":
         from ovdet.evaluation.lvis_metrics import run_lvis
 
-        return run_lvis(str(gt_ref) if isinstance(gt_ref, Path) else gt, dets, split,
-                        max_dets=EVAL_MAX_DETS["lvis"], meta=meta, verbose=verbose)  # fmt: skip
+        return run_lvis(gt, dets, split, max_dets=EVAL_MAX_DETS["lvis"], meta=meta, verbose=verbose)
     return run_coco_ov(gt, dets, split, max_dets=EVAL_MAX_DETS["coco"], meta=meta, verbose=verbose)
+
+
+def _check_outputs(annotations, written_predictions, out, report, inputs=()) -> None:
+    """Refuse, before any work, an output that would overwrite an input or a file that is not a result."""
+    from ovdet.inference.results_file import meta_path
+
+    sources = [annotations if not isinstance(annotations, dict) else None, *inputs]
+    targets = [(out, "--out")]
+    if written_predictions is not None:
+        targets += [(written_predictions, "--predictions"), (meta_path(written_predictions), "--predictions")]
+    paths = [Path(t) for t, _ in targets if t is not None]
+    for target, option in targets:
+        if target is not None:
+            check_output_path(target, option, inputs=sources)
+    if len({str(p.resolve()) for p in paths}) < len(paths):
+        raise ValueError(f"the output files {[str(p) for p in paths]} must differ; give each its own path")
+    if report is not None:
+        check_output_folder(report, "--report")
 
 
 def _write_outputs(result: EvalResult, out, report) -> None:
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result.metrics, indent=2))
+        atomic_write_text(out, json.dumps(result.metrics, indent=2))
     if report is not None:
         from ovdet.evaluation.report import write_report
 
@@ -196,14 +234,11 @@ def _write_outputs(result: EvalResult, out, report) -> None:
 
 def _load_annotations(annotations) -> dict:
     if isinstance(annotations, dict):
-        return annotations
+        return check_eval_json(annotations, "annotations")
     path = Path(annotations)
     if not str(annotations) or not path.is_file():
         raise ValueError(f"annotation file '{annotations}' not found; pass the COCO or LVIS json of the images")
-    data = load_json(path)
-    if not isinstance(data, dict) or "categories" not in data or "images" not in data:
-        raise ValueError(f"'{path}' is not a COCO/LVIS annotation json (needs 'images' and 'categories')")
-    return data
+    return check_eval_json(load_json(path), path)
 
 
 def _require_images(images) -> Path:

@@ -32,6 +32,15 @@ if not hasattr(_lvis_eval.np, "float"):
     _lvis_eval.np = _NumpyWithFloat("numpy")
 
 
+def lvis_from_dict(dataset: dict) -> LVIS:
+    """An LVIS index over a loaded json (its constructor only reads files; the json stays shared, not copied)."""
+    lvis = LVIS.__new__(LVIS)
+    lvis.logger = logging.getLogger(LVIS.__module__)
+    lvis.dataset = dataset
+    lvis._create_index()
+    return lvis
+
+
 def empty_results(lvis_gt: LVIS) -> LVISResults:
     """LVISResults holding no detections: its constructor reads `results[0]` and fails on []."""
     res = LVISResults.__new__(LVISResults)
@@ -41,4 +50,4 @@ def empty_results(lvis_gt: LVIS) -> LVISResults:
     return res
 
 
-__all__ = ["LVIS", "LVISEval", "LVISResults", "empty_results"]
+__all__ = ["LVIS", "LVISEval", "LVISResults", "empty_results", "lvis_from_dict"]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import copy
 import logging
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ovdet.evaluation.lvis_compat import LVIS, LVISEval, LVISResults, empty_results
-from ovdet.evaluation.predictions import load_predictions
+from ovdet.data.coco_validation import check_eval_json
+from ovdet.evaluation.lvis_compat import LVISEval, LVISResults, empty_results, lvis_from_dict
+from ovdet.evaluation.predictions import load_json, read_predictions
 from ovdet.evaluation.result import EvalResult, mean_precision
 from ovdet.evaluation.splits import Split, load_split
 
@@ -46,7 +46,8 @@ def run_lvis(
 
     gt: LVIS annotation json (path or dict): images carry `neg_category_ids` and
     `not_exhaustive_category_ids`, categories carry `frequency` (r/c/f).
-    predictions: COCO results (list or json path); the top `max_dets` per image are kept.
+    predictions: COCO results (list or json path), read as a stream; the top `max_dets` per image
+        are kept while reading (what `LVISResults` keeps), so millions of detections fit in memory.
     split: labels categories novel/base for `per_category` and AP_novel/AP_base; default rare = novel.
 
     The LVIS API decides what counts: a detection of a category that is neither in the image's
@@ -57,7 +58,7 @@ def run_lvis(
     with _quiet(verbose):
         lvis_gt = _load_gt(gt)
         split = load_split(split, list(lvis_gt.cats.values()))
-        dets = load_predictions(predictions, lvis_gt.get_img_ids(), lvis_gt.get_cat_ids())
+        dets, dropped = read_predictions(predictions, lvis_gt.get_img_ids(), lvis_gt.get_cat_ids(), max_dets)
         lvis_dt = LVISResults(lvis_gt, dets, max_dets=max_dets) if dets else empty_results(lvis_gt)
         ev = LVISEval(lvis_gt, lvis_dt, iou_type="bbox")
         ev.params.max_dets = max_dets
@@ -78,6 +79,7 @@ def run_lvis(
         split=split.name if split else None,
         num_images=len(ev.params.img_ids),
         num_predictions=len(dets),
+        num_predictions_dropped=dropped,
         max_dets=max_dets,
         per_category=[
             {
@@ -96,18 +98,12 @@ def run_lvis(
     return EvalResult(metrics, p.copy(), np.asarray(ev.params.iou_thrs), np.asarray(ev.params.rec_thrs), cat_ids)
 
 
-def _load_gt(gt: str | Path | dict) -> LVIS:
-    """An LVIS index (its constructor reads only files), checked for the federated fields."""
-    if isinstance(gt, dict):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "gt.json"
-            path.write_text(json.dumps(gt))
-            lvis_gt = LVIS(str(path))
-    elif Path(gt).is_file():
-        lvis_gt = LVIS(str(gt))
-    else:
+def _load_gt(gt: str | Path | dict):
+    """An LVIS index over the checked json, checked for the federated fields too."""
+    if not isinstance(gt, dict) and not Path(gt).is_file():
         raise ValueError(f"LVIS annotation file '{gt}' not found")
-    data = lvis_gt.dataset
+    data = check_eval_json(load_json(gt), "annotations" if isinstance(gt, dict) else gt)
+    data = copy.deepcopy(data) if isinstance(gt, dict) else data  # LVISEval writes into the gt records
     for img in data["images"]:
         missing = [k for k in IMAGE_KEYS if k not in img]
         if missing:
@@ -118,7 +114,7 @@ def _load_gt(gt: str | Path | dict) -> LVIS:
     for cat in data["categories"]:
         if cat.get("frequency") not in ("r", "c", "f"):
             raise ValueError(f"LVIS category {cat['name']!r} needs 'frequency' r, c or f, got {cat.get('frequency')!r}")
-    return lvis_gt
+    return lvis_from_dict(data)
 
 
 @contextlib.contextmanager

@@ -1,12 +1,25 @@
-"""Read and check COCO-style results (image_id, category_id, bbox xywh, score) at the boundary."""
+"""Read and check COCO-style results (image_id, category_id, bbox xywh, score) at the boundary.
+
+A results file is read as a stream, one record at a time; each record is checked (a bad one is
+one ValueError naming it and the fix) and only the best `max_per_image` of each image are kept
+while reading, as LVIS does (300), so millions of detections need little memory.
+"""
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Iterable, Sequence
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+MAX_PER_IMAGE = 300  # LVIS keeps 300 per image; COCO's challenge allows 100
+CHUNK_CHARS = 1 << 20
+MAX_RECORD_CHARS = 1 << 24  # no detection record is 16 M characters long
+RESULTS_HINT = 'COCO results are one JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}'
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def load_json(source: str | Path | dict | list) -> dict | list:
@@ -16,38 +29,174 @@ def load_json(source: str | Path | dict | list) -> dict | list:
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"json file '{path}' not found")
-    with path.open() as f:
-        return json.load(f)
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"'{path}' is not valid JSON ({err})") from None
 
 
 def load_predictions(
     predictions: str | Path | Sequence[dict],
     image_ids: Iterable[int],
     cat_ids: Iterable[int],
+    max_per_image: int = MAX_PER_IMAGE,
 ) -> list[dict]:
-    """Fresh copies of the detections (the COCO and LVIS APIs write into them), checked.
+    """Fresh, checked copies of the detections (the COCO and LVIS APIs write into them); see `read_predictions`."""
+    return read_predictions(predictions, image_ids, cat_ids, max_per_image)[0]
 
-    Raises ValueError when a detection misses a key or names an image or category that the
-    ground truth does not have: pycocotools would assert or silently drop them.
+
+def read_predictions(
+    predictions: str | Path | Sequence[dict],
+    image_ids: Iterable[int],
+    cat_ids: Iterable[int],
+    max_per_image: int = MAX_PER_IMAGE,
+) -> tuple[list[dict], int]:
+    """The best `max_per_image` detections of each image, in file order, and how many were dropped.
+
+    Raises ValueError naming the record when one is not a detection (a bbox that is not 4 numbers,
+    a string score, a nested list ...) or names an image or category the ground truth lacks:
+    pycocotools would assert, crash or silently drop them.
     """
-    raw = load_json(predictions)
-    if not isinstance(raw, list):
-        raise ValueError(f"predictions must be a COCO results list, got {type(raw).__name__}")
-    dets = []
-    for i, det in enumerate(raw):
-        missing = [k for k in RESULT_KEYS if k not in det]
-        if missing:
-            raise ValueError(f"prediction {i} lacks {missing}; COCO results need {list(RESULT_KEYS)}")
-        dets.append({k: det[k] for k in RESULT_KEYS})
-    _check_ids("image_id", {d["image_id"] for d in dets}, set(image_ids))
-    _check_ids("category_id", {d["category_id"] for d in dets}, set(cat_ids))
-    return dets
+    name = f"predictions file '{predictions}'" if isinstance(predictions, (str, Path)) else "predictions"
+    if isinstance(predictions, (str, Path)):
+        records: Iterable = iter_json_array(Path(predictions), name)
+    elif isinstance(predictions, (list, tuple)):
+        records = predictions
+    else:
+        raise ValueError(f"{name} must be a COCO results list, got {type(predictions).__name__}; {RESULTS_HINT}")
+    known = {"image_id": set(image_ids), "category_id": set(cat_ids)}
+    unknown: dict[str, set] = {"image_id": set(), "category_id": set()}
+    heaps: dict[int, list[tuple]] = {}
+    total = 0
+    for i, rec in enumerate(records):
+        image_id, cat_id, box, score = check_record(rec, i, name)
+        for key, value in (("image_id", image_id), ("category_id", cat_id)):
+            if value not in known[key] and len(unknown[key]) <= 10:
+                unknown[key].add(value)
+        heap = heaps.setdefault(image_id, [])
+        item = (score, -i, cat_id, box)  # the lowest score, then the latest, leaves first (a stable sort's top k)
+        heapq.heappush(heap, item) if len(heap) < max_per_image else heapq.heappushpop(heap, item)
+        total += 1
+    for key in ("image_id", "category_id"):
+        _check_ids(key, unknown[key], name)
+    kept = sorted((-neg_i, img, cat, box, score) for img, heap in heaps.items() for score, neg_i, cat, box in heap)
+    dets = [{"image_id": img, "category_id": cat, "bbox": box, "score": score} for _, img, cat, box, score in kept]
+    return dets, total - len(dets)
 
 
-def _check_ids(key: str, used: set, known: set) -> None:
-    unknown = sorted(used - known)
-    if unknown:
+def check_record(rec, i: int, name: str = "predictions") -> tuple[int, int, list[float], float]:
+    """(image_id, category_id, bbox, score) of one COCO results record; one ValueError naming a bad one."""
+    if not isinstance(rec, dict):
+        kind = "a list (a list of lists? give one flat list of records)" if isinstance(rec, list) else repr(rec)[:60]
+        raise ValueError(f"{name}: record {i} is {kind}, not a detection object; {RESULTS_HINT}")
+    missing = [k for k in RESULT_KEYS if k not in rec]
+    if missing:
+        if {"detections", "file_name", "path"} & set(rec):
+            raise ValueError(
+                f"{name}: record {i} is an image record ({sorted(rec)[:5]}), not a detection; {RESULTS_HINT} "
+                "(`ovdet eval --model M --predictions FILE` writes them)"
+            )
+        raise ValueError(f"{name}: record {i} lacks {missing}; {RESULTS_HINT}")
+    ids = []
+    for key in ("image_id", "category_id"):
+        value = rec[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name}: record {i} has {key} {value!r}; give the integer id of the annotation json")
+        ids.append(value)
+    box = rec["bbox"]
+    if (not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_number(v) for v in box)
+            or box[2] < 0 or box[3] < 0):  # fmt: skip
         raise ValueError(
-            f"predictions use {key} values that the ground truth lacks: {unknown[:10]}"
-            f"{' ...' if len(unknown) > 10 else ''}; evaluate against the annotation json they came from"
+            f"{name}: record {i} (image {ids[0]}) has bbox {box!r}; give [x, y, width, height]: 4 finite numbers "
+            "in pixels, width and height >= 0"
+        )
+    score = rec["score"]
+    if not _is_number(score):
+        raise ValueError(f"{name}: record {i} (image {ids[0]}) has score {score!r}; give a finite number such as 0.87")
+    return ids[0], ids[1], [float(v) for v in box], float(score)
+
+
+def iter_json_array(path: Path, name: str) -> Iterator:
+    """The items of the JSON list in `path`, parsed one at a time (the file is never held whole)."""
+    if not path.is_file():
+        raise ValueError(f"{name} not found")
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8") as f:
+        reader = _Reader(f, path)
+        first = reader.peek()
+        if first != "[":
+            what = {"{": "a JSON object", "": "nothing"}.get(first, "no JSON list")
+            raise ValueError(f"{name} holds {what}, not a list of detections; {RESULTS_HINT}")
+        reader.pos += 1
+        if reader.peek() == "]":
+            reader.pos += 1
+        else:
+            while True:
+                yield reader.value(decoder)
+                sep = reader.peek()
+                reader.pos += 1
+                if sep == "]":
+                    break
+                if sep != ",":
+                    raise ValueError(f"'{path}' is not valid JSON (',' or ']' expected at character {reader.offset()})")
+        if reader.peek() != "":
+            raise ValueError(f"'{path}' is not valid JSON (extra data after the list at character {reader.offset()})")
+
+
+class _Reader:
+    """A text file read in chunks, with a position in the current chunk."""
+
+    def __init__(self, f, path: Path):
+        self.f, self.path = f, path
+        self.buf, self.pos, self.consumed, self.eof = "", 0, 0, False
+
+    def offset(self) -> int:
+        return self.consumed + self.pos
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            chunk = self.f.read(CHUNK_CHARS)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"'{self.path}' is not UTF-8 text ({err})") from None
+        self.consumed += self.pos
+        self.buf, self.pos, self.eof = self.buf[self.pos :] + chunk, 0, not chunk
+        return bool(chunk)
+
+    def peek(self) -> str:
+        """The next non-space character ('' at the end), not consumed."""
+        while True:
+            self.pos = _SPACE.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or not self.more():
+                return self.buf[self.pos : self.pos + 1]
+
+    def value(self, decoder: json.JSONDecoder):
+        self.peek()
+        while True:
+            try:
+                obj, end = decoder.raw_decode(self.buf, self.pos)
+                if end < len(self.buf) or self.eof:  # a number at the very end may go on in the next chunk
+                    self.pos = end
+                    return obj
+            except json.JSONDecodeError as err:
+                if self.eof:
+                    raise ValueError(f"'{self.path}' is not valid JSON ({err.msg} at character "
+                                     f"{self.consumed + err.pos}); was it written completely?") from None  # fmt: skip
+            if len(self.buf) - self.pos > MAX_RECORD_CHARS:
+                raise ValueError(f"'{self.path}' holds a record over {MAX_RECORD_CHARS} characters: not COCO results")
+            self.more()
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ids(key: str, unknown: set, name: str) -> None:
+    if unknown:
+        shown = f"{sorted(unknown)[:10]}{' ...' if len(unknown) > 10 else ''}"
+        raise ValueError(
+            f"{name}: detections use {key} values that the ground truth lacks: {shown}; "
+            "evaluate against the annotation json they came from"
         )

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ovdet.evaluation.result import EvalResult
+from ovdet.safe_write import atomic_write_text, atomic_writer
 
 COLORS = {"novel": "tab:orange", "base": "tab:blue", "other": "tab:gray"}
 HEADLINE = (
@@ -42,8 +43,7 @@ def write_report(result: EvalResult | dict, out_dir: str | Path, title: str = "o
         written.append(_plot_pr(result, rows, out / PR_PNG))
     else:
         notes.append("No novel category has ground truth: no PR curves.")
-    md = out / "report.md"
-    md.write_text(_markdown(title, metrics, rows, [p.name for p in written], notes))
+    md = atomic_write_text(out / "report.md", _markdown(title, metrics, rows, [p.name for p in written], notes))
     return [md, *written]
 
 
@@ -84,8 +84,7 @@ def _plot_ap50(rows: list[dict], metrics: dict, path: Path) -> Path:
     labels = [f"{g} (AP50 {_fmt(metrics.get(f'AP50_{g}', -1.0))})" if g != "other" else g for g in present]
     ax.legend([Patch(color=COLORS[g]) for g in present], labels, loc="upper right")
     ax.set(ylabel="AP50 (%)", ylim=(0, 105), xlim=(-0.6, len(rows) - 0.4), title="AP50 per category")
-    fig.savefig(path, dpi=110)
-    return path
+    return _save_png(fig, path)
 
 
 def _plot_pr(result: EvalResult, rows: list[dict], path: Path) -> Path:
@@ -101,7 +100,12 @@ def _plot_pr(result: EvalResult, rows: list[dict], path: Path) -> Path:
         fig.legend(fontsize=7, loc="outside right upper", title="novel (AP50)")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title="Novel categories, IoU 0.5")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Figure, path: Path) -> Path:
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     return path
 
 

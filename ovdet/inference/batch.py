@@ -35,6 +35,7 @@ def predict_coco(
     accelerator: str = "auto",
     devices: int | str | list[int] = 1,
     progress: bool = True,
+    skipped: list[dict] | None = None,
 ) -> list[dict] | None:
     """Run `detector` on every image with all category names as the vocabulary; return COCO results.
 
@@ -50,6 +51,8 @@ def predict_coco(
     accelerator / devices: Lightning's; several devices run DDP, each rank predicts its shard
         and rank 0 gathers them (`torch.distributed.gather_object`): no shared disk needed.
     workers: DataLoader processes that decode and preprocess images (0: in the main process).
+    skipped: a list that receives `{"id", "file_name", "error"}` of each image that could not be read
+        (each is also one `OvdetWarning`); the run goes on without it, so it has no detections.
 
     Returns the records sorted by image then score, on rank 0; None on the other ranks.
     """
@@ -81,18 +84,21 @@ def predict_coco(
         )
         batches = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
     records = [rec for batch in batches for rec in batch]
+    failed = module.skipped
     if trainer.world_size > 1:
-        records = _gather(records, trainer.global_rank)
+        records, failed = _gather(records, trainer.global_rank), _gather(failed, trainer.global_rank)
         if records is None:
             return None
+    if skipped is not None:
+        skipped += sorted(failed, key=lambda f: f["id"])
     return sort_results(records, [img["id"] for img in images])
 
 
-def _gather(records: list[dict], rank: int) -> list[dict] | None:
-    """Every rank's records on rank 0 (each rank predicted a disjoint shard of the images)."""
+def _gather(items: list[dict], rank: int) -> list[dict] | None:
+    """Every rank's items on rank 0 (each rank predicted a disjoint shard of the images)."""
     shards = [None] * dist.get_world_size() if rank == 0 else None
-    dist.gather_object(records, shards, dst=0)
-    return [rec for shard in shards for rec in shard] if rank == 0 else None
+    dist.gather_object(items, shards, dst=0)
+    return [item for shard in shards for item in shard] if rank == 0 else None
 
 
 def _device_count(devices) -> int:

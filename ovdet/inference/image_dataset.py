@@ -1,7 +1,13 @@
-"""The images of a batch-inference run: listed from a COCO json or a folder, decoded in DataLoader workers."""
+"""The images of a batch-inference run: listed from a COCO json or a folder, decoded in DataLoader workers.
+
+An image that cannot be decoded does not stop the run: its item carries the error instead of
+pixels, `collate_images` sets it aside, and the predict module reports it (one warning line)
+while the other images go on.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ovdet.errors import ImageLoadError, OvdetWarning
 from ovdet.image_io import load_image
 from ovdet.preprocess import ImagePreprocessor
 
@@ -23,7 +30,7 @@ def images_from_coco(gt: dict, images_dir: str | Path) -> list[dict]:
     """
     root = _folder(images_dir)
     entries = [
-        {"id": img["id"], "file_name": img["file_name"], "width": img.get("width"), "height": img.get("height")}
+        {"id": img["id"], "file_name": image_file(img), "width": img.get("width"), "height": img.get("height")}
         for img in gt.get("images", [])
     ]
     if not entries:
@@ -37,6 +44,17 @@ def images_from_coco(gt: dict, images_dir: str | Path) -> list[dict]:
     return entries
 
 
+def image_file(img: dict) -> str:
+    """An image record's file, relative to the images folder: `file_name`, or for LVIS the last two
+    parts of `coco_url` (`val2017/000000397133.jpg`)."""
+    if isinstance(img.get("file_name"), str):
+        return img["file_name"]
+    if isinstance(img.get("coco_url"), str):
+        return "/".join(img["coco_url"].split("/")[-2:])
+    raise ValueError(f"image {img.get('id')!r} of the annotation json has neither 'file_name' nor 'coco_url'; "
+                     "running a model needs each image's file under --images")  # fmt: skip
+
+
 def images_from_folder(images_dir: str | Path) -> list[dict]:
     """A generated COCO `images` list for a plain folder: ids 1..N in sorted file-name order."""
     root = _folder(images_dir)
@@ -44,10 +62,18 @@ def images_from_folder(images_dir: str | Path) -> list[dict]:
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under '{root}'")
     entries = []
-    for i, path in enumerate(files, start=1):
-        with Image.open(path) as im:  # reads the header only
-            width, height = im.size
-        entries.append({"id": i, "file_name": path.relative_to(root).as_posix(), "width": width, "height": height})
+    for path in files:
+        try:
+            with Image.open(path) as im:  # reads the header only
+                width, height = im.size
+        except Exception as err:  # PIL raises many types on a broken file; each is one line here
+            warnings.warn(f"skipped image '{path}': it cannot be decoded ({type(err).__name__}: {err})", OvdetWarning,
+                          stacklevel=2)  # fmt: skip
+            continue
+        entries.append({"id": len(entries) + 1, "file_name": path.relative_to(root).as_posix(), "width": width,
+                        "height": height})  # fmt: skip
+    if not entries:
+        raise ValueError(f"none of the {len(files)} images under '{root}' can be decoded")
     return entries
 
 
@@ -61,6 +87,7 @@ class ImageDataset(Dataset):
     Items:
         `pixel_values` [3, S, S]; `image_id`; `size` decoded (width, height); `target_size` the
         (width, height) boxes are reported in: the json's when given, else the decoded one.
+        An image that cannot be read gives `{"image_id", "file_name", "error"}` instead.
     """
 
     def __init__(self, entries: Sequence[dict], images_dir: str | Path, preprocessor: ImagePreprocessor):
@@ -73,7 +100,10 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
-        image = load_image(self.root / entry["file_name"])
+        try:
+            image = load_image(self.root / entry["file_name"])
+        except ImageLoadError as err:
+            return {"image_id": entry["id"], "file_name": entry["file_name"], "error": str(err)}
         size = image.size
         target = (entry.get("width") or size[0], entry.get("height") or size[1])
         return {
@@ -85,12 +115,15 @@ class ImageDataset(Dataset):
 
 
 def collate_images(items: list[dict]) -> dict:
-    """Stack pixels into [B, 3, S, S]; keep ids and sizes as lists."""
+    """Stack pixels into [B, 3, S, S] (None when no image of the batch could be read); keep ids and sizes
+    as lists; `failed` lists the items of images that could not be read."""
+    good = [it for it in items if "error" not in it]
     return {
-        "pixel_values": torch.stack([it["pixel_values"] for it in items]),  # [B, 3, S, S]
-        "image_ids": [it["image_id"] for it in items],
-        "sizes": [it["size"] for it in items],
-        "target_sizes": [it["target_size"] for it in items],
+        "pixel_values": torch.stack([it["pixel_values"] for it in good]) if good else None,  # [B, 3, S, S]
+        "image_ids": [it["image_id"] for it in good],
+        "sizes": [it["size"] for it in good],
+        "target_sizes": [it["target_size"] for it in good],
+        "failed": [it for it in items if "error" in it],
     }
 
 

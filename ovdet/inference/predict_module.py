@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import lightning as L
 from torch import nn
 
+from ovdet.errors import OvdetWarning
 from ovdet.inference.coco_results import to_coco_results
 from ovdet.postprocess import PostProcess
 
@@ -21,6 +23,9 @@ class CocoPredictModule(L.LightningModule):
         cat_ids: the category id of each query.
         postprocess: ranks every (region, query) pair of an image and keeps the best `max_detections`.
         templates / template_mode: prompt templates and how they are averaged (see `Detector.predict`).
+
+    Images that could not be read are skipped with one `OvdetWarning` each and listed in `skipped`
+    (`{"id", "file_name", "error"}`); the others go on.
     """
 
     def __init__(
@@ -41,8 +46,14 @@ class CocoPredictModule(L.LightningModule):
         self.postprocess = postprocess
         self.templates = templates
         self.template_mode = template_mode
+        self.skipped: list[dict] = []
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        for item in batch.get("failed", []):
+            warnings.warn(f"skipped image {item['image_id']}: {item['error']}", OvdetWarning, stacklevel=2)
+            self.skipped.append({"id": item["image_id"], "file_name": item["file_name"], "error": item["error"]})
+        if batch["pixel_values"] is None:
+            return []
         out = self.detector.predict(batch["pixel_values"], self.queries, self.templates, self.template_mode)
         records = []
         for dets, image_id, size, target in zip(

@@ -1,9 +1,15 @@
-"""COCO results files and their metadata sidecar; json only, so scoring saved predictions needs no torch."""
+"""COCO results files and their metadata sidecar; json only, so scoring saved predictions needs no torch.
+
+Both are written atomically (`ovdet.safe_write`): a killed run or a full disk leaves the previous
+file or none, never a cut-off list that would later score as a bad model.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ovdet.safe_write import atomic_write_text
 
 
 def meta_path(predictions: str | Path) -> Path:
@@ -15,14 +21,21 @@ def meta_path(predictions: str | Path) -> Path:
 def write_results(records: list[dict], path: str | Path, meta: dict | None = None) -> Path:
     """Write the COCO results list and, when given, what produced it into the sidecar."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records))
+    atomic_write_text(path, json.dumps(records))
     if meta is not None:
-        meta_path(path).write_text(json.dumps(meta, indent=2))
+        atomic_write_text(meta_path(path), json.dumps(meta, indent=2))
     return path
 
 
 def read_meta(predictions: str | Path) -> dict:
     """The sidecar written with a results file, or {} when there is none."""
     side = meta_path(predictions)
-    return json.loads(side.read_text()) if side.is_file() else {}
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"'{side}' (what produced '{predictions}') is not valid JSON ({err}); delete it") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"'{side}' (what produced '{predictions}') must hold a JSON object; delete it")
+    return meta

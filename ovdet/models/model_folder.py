@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from ovdet.errors import ModelNotAvailableError, OvdetError
-from ovdet.safe_write import folder_entries, replace_folder
+from ovdet.safe_write import check_replaceable, folder_entries, replace_folder
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
@@ -240,6 +240,12 @@ def atomic_folder(path: Path):
     `ovdet.safe_write.replace_folder`): a new or empty folder, or an ovdet model folder holding only
     the files ovdet wrote there (config.json and those its checksums list). Any other folder is refused."""
     return replace_folder(Path(path), ovdet_files, "an ovdet model folder")
+
+
+def check_model_target(path: str | Path) -> None:
+    """Refuse now, in one line, a folder `atomic_folder` would refuse when the model is written (call it
+    before hours of training, not after)."""
+    check_replaceable(Path(path), ovdet_files, "an ovdet model folder")
 
 
 def ovdet_files(folder: Path) -> set[str] | None:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from ovdet.safe_write import atomic_write_bytes, check_output_path
 
 FORMAT = "ovdet-vocab-cache/1"
 COCO_NAMES = (
@@ -41,14 +43,15 @@ class VocabCache:
 
 
 def write_vocab_cache(path: str | Path, cache: VocabCache) -> Path:
-    """Write `cache` to a `.safetensors` file (parent folders created)."""
+    """Write `cache` to a `.safetensors` file atomically (parent folders created); an existing file of
+    another kind is never overwritten."""
     path = Path(path)
     t, q, _ = cache.embeds.shape
     if (t, q) != (len(cache.templates), len(cache.names)):
         raise ValueError(
             f"embeds {tuple(cache.embeds.shape)} do not match {len(cache.templates)} templates x {len(cache.names)} names"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(path, "vocabulary cache", suffixes=(".safetensors",))
     meta = {
         "format": FORMAT,
         "names": json.dumps(cache.names),
@@ -56,12 +59,13 @@ def write_vocab_cache(path: str | Path, cache: VocabCache) -> Path:
         "fingerprint": cache.fingerprint,
         "model": cache.model,
     }
-    save_file({"embeds": cache.embeds.float().contiguous().cpu()}, str(path), metadata=meta)
+    atomic_write_bytes(path, save({"embeds": cache.embeds.float().contiguous().cpu()}, metadata=meta))
     return path
 
 
 def read_vocab_cache(path: str | Path) -> VocabCache:
-    """Read a file written by `write_vocab_cache` (`ovdet embed-vocab`)."""
+    """Read a file written by `write_vocab_cache` (`ovdet embed-vocab`), checked: a file that is corrupt,
+    edited, or whose names do not match its embeddings is one ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"vocabulary cache '{path}' not found; write one with `ovdet embed-vocab --out {path}`")
@@ -73,10 +77,33 @@ def read_vocab_cache(path: str | Path) -> VocabCache:
         raise ValueError(f"'{path}' is not a vocabulary cache ({err}); write one with `ovdet embed-vocab`") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"'{path}' is not an ovdet vocabulary cache (format {meta.get('format')!r}, want {FORMAT!r})")
-    return VocabCache(
-        names=json.loads(meta["names"]), templates=json.loads(meta["templates"]), embeds=embeds,
-        fingerprint=meta["fingerprint"], model=meta.get("model", "?"),
-    )  # fmt: skip
+    fix = f"write it again with `ovdet embed-vocab --out {path}`"
+    names, templates = _json_list(meta, "names", path, fix), _json_list(meta, "templates", path, fix)
+    if not isinstance(meta.get("fingerprint"), str):
+        raise ValueError(f"vocabulary cache '{path}' has no text-tower fingerprint; {fix}")
+    if embeds.ndim != 3 or tuple(embeds.shape[:2]) != (len(templates), len(names)) or not embeds.is_floating_point():
+        raise ValueError(
+            f"vocabulary cache '{path}' holds embeddings {list(embeds.shape)} ({embeds.dtype}) for {len(templates)} "
+            f"templates x {len(names)} names; its names and embeddings do not belong together: {fix}"
+        )
+    if not torch.isfinite(embeds).all():
+        raise ValueError(f"vocabulary cache '{path}' holds NaN or infinite embeddings; it is corrupt: {fix}")
+    repeated = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else []
+    if repeated:
+        raise ValueError(f"vocabulary cache '{path}' lists the names {repeated[:5]} more than once; {fix}")
+    return VocabCache(names=names, templates=templates, embeds=embeds.float(), fingerprint=meta["fingerprint"],
+                      model=str(meta.get("model", "?")))  # fmt: skip
+
+
+def _json_list(meta: dict, key: str, path: Path, fix: str) -> list[str]:
+    """A metadata entry that must be a JSON list of non-empty strings."""
+    try:
+        value = json.loads(meta[key])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        value = None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"vocabulary cache '{path}' has no valid '{key}' list in its metadata; {fix}")
+    return value
 
 
 def resolve_vocabulary(spec: str) -> list[str]:
