@@ -151,7 +151,7 @@ def test_hydra_entry_gives_the_same_metrics_as_the_cli(shapes_coco, tmp_path):
         (["--annotations", "{tmp}/missing.json", "--predictions", "{tmp}/p.json"], "annotation file"),
         (["--annotations", "{gt}", "--predictions", "{tmp}/p.json", "--novel", "unicorn"], "unicorn"),
         (["--annotations", "{gt}", "--predictions", "{tmp}/missing_preds.json"], "predictions file"),
-        (["--annotations", "{gt}"], "--model"),
+        (["--annotations", "{gt}"], "--images"),  # no --model: the embedded model, which needs images
         (["--annotations", "{gt}", "--model", "{tmp}/m", "--device", "tpu"], "--device"),
     ],
 )
@@ -201,3 +201,32 @@ def test_a_bad_image_is_skipped_with_one_line_and_the_run_goes_on(model_dir, sha
     assert len(warnings) == 1 and "skipped image '" in warnings[0] and "003.png'" in warnings[0]
     per_image = json.loads((tmp_path / "folder.per_image.json").read_text())
     assert sorted(r["file_name"] for r in per_image) == ["001.png", "002.png", "004.png", "005.png", "006.png"]
+
+
+def test_eval_defaults_to_the_embedded_model_like_detect(tmp_path):
+    """No --model: `ovdet eval` runs the embedded model, as detect, export, demo and embed-vocab do."""
+    import argparse
+
+    from ovdet.assets import DEFAULT_MODEL
+    from ovdet.cli import evaluate
+
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("no embedded model shipped")
+    seen = {}
+    args = argparse.Namespace(model=None, annotations=tmp_path / "a.json", images=tmp_path, predictions=None,
+                              categories=None, novel=None, split=None, device="cpu", devices=1, batch_size=1,
+                              workers=0, max_dets=300, threshold=0.0, nms=0.5, templates=None, template_mode="embed",
+                              no_progress=True, protocol="auto", vocabulary="split", out=None, report=None)
+
+    def fake_evaluate(model, *a, **k):
+        seen["model"] = model
+
+    import ovdet.evaluation.evaluate as ev
+
+    original = ev.evaluate_model
+    ev.evaluate_model = fake_evaluate
+    try:
+        evaluate._run(args)
+    finally:
+        ev.evaluate_model = original
+    assert seen["model"] == str(DEFAULT_MODEL)

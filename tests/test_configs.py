@@ -43,6 +43,14 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("option", options("model"))
 def test_every_model_config_builds_a_detector(option, tiny_clip_dir, data, tmp_path):
+    if option == "owl":  # built from an OWL-ViT folder (model.path), not from a CLIP
+        from test_owl import save_tiny_owl
+
+        save_tiny_owl(tmp_path / "owl", "owlv2")
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=["model=owl", f"model.path={tmp_path / 'owl'}"])
+        assert isinstance(instantiate(cfg.model), Detector)
+        return
     cfg = compose_train(tiny_clip_dir, tmp_path, data, f"model={option}")
     detector = instantiate(cfg.model)
     assert isinstance(detector, Detector) and detector.image_size == 64 and detector.untrained

@@ -228,3 +228,27 @@ def test_bad_seed_and_split_file_raise():
         render_scene(-3)
     with pytest.raises(ValueError, match="not found"):
         load_split("/nonexistent/split.yaml")
+
+
+def test_cli_refuses_an_existing_set_unless_overwrite_which_removes_only_its_own_files(tmp_path, capsys):
+    from ovdet.cli.main import main
+
+    out = tmp_path / "sw"
+    assert main(["shapeworld", "--out", str(out), "--num-images", "4", "--seed", "0", "--crops", "1", "--quiet"]) == 0
+    before = (out / "instances.json").read_bytes()
+    capsys.readouterr()
+    # A smaller set over a bigger one would leave images 2 and 3 beside an instances.json that lists 2.
+    assert main(["shapeworld", "--out", str(out), "--num-images", "2", "--seed", "5", "--quiet"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ovdet shapeworld: error:") and "--overwrite" in lines[0]
+    assert "4 images" in lines[0] and (out / "instances.json").read_bytes() == before
+
+    (out / "notes.txt").write_text("mine")
+    (out / "images" / "mine.jpg").write_bytes(b"mine")
+    assert main(["shapeworld", "--out", str(out), "--num-images", "2", "--seed", "5", "--quiet", "--overwrite"]) == 0
+    said = capsys.readouterr().out
+    assert "removed" in said and "instances.json, captions.jsonl, crops.jsonl, 4 images, 4 crops" in said
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "mine.jpg"]
+    assert not (out / "crops").exists() and not (out / "crops.jsonl").exists()  # the new set has no crops
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len(json.loads((out / "instances.json").read_text())["images"]) == 2

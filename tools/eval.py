@@ -27,7 +27,11 @@ def main(cfg: DictConfig) -> None:
     from ovdet.evaluation.evaluate import evaluate_model
 
     options = OmegaConf.to_container(cfg, resolve=True)
-    kwargs = {k: options[k] for k in KEYS if cfg.model_path is not None or k not in RUN_KEYS}
+    if options["model_path"] is None and options["images"] is not None:  # as `ovdet eval`: the embedded model
+        from ovdet.assets import resolve_model
+
+        options["model_path"] = resolve_model(None)
+    kwargs = {k: options[k] for k in KEYS if options['model_path'] is not None or k not in RUN_KEYS}
     try:
         result = evaluate_model(options["model_path"], options["annotations"], options["images"], **kwargs)
     except (ValueError, OSError) as err:
@@ -36,7 +40,7 @@ def main(cfg: DictConfig) -> None:
     if result is not None:  # None on non-zero DDP ranks
         print_summary(result.metrics)
         for label in ("predictions", "out", "report"):
-            if options[label] is not None and (label != "predictions" or cfg.model_path is not None):
+            if options[label] is not None and (label != "predictions" or options["model_path"] is not None):
                 print(f"wrote {label}: {options[label]}")
 
 

@@ -1,4 +1,4 @@
-"""Train a detection head: compose conf/train.yaml, instantiate, fit. Same as `ovdet train`.
+"""Train a detection head: compose conf/train.yaml, instantiate, fit. The same as `ovdet train` (it calls it).
 
     python tools/train.py experiment=shapeworld_ovd trainer.max_epochs=5
     python tools/train.py experiment=ovcoco_clip_b16 trainer=ddp trainer.devices=4
@@ -7,16 +7,9 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-from ovdet.training.run import train
-
-
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
-
+from ovdet.cli.train import run_hydra
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_hydra(sys.argv[1:]))

@@ -11,9 +11,10 @@ from pathlib import Path
 UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random head, these numbers measure nothing"
 EPILOG = """\
 --predictions FILE, by case:
-  with --model        run the model and write its COCO results to FILE, and what produced them
+  with --images       run the model (--model, default the embedded one) and write its COCO results to FILE,
+                      and what produced them
                       (model, templates, scoring mode) to FILE's sidecar NAME.meta.json
-  without --model     evaluate FILE as saved COCO results (no model run; --images not needed)
+  without --model or --images: evaluate FILE as saved COCO results (no model run)
   without --annotations (folder mode) run on every image under --images with --categories as the
                       vocabulary; writes FILE, NAME.images.json (generated image ids) and
                       NAME.per_image.json (detections per file); no metrics
@@ -36,7 +37,9 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=_Formatter,
     )
-    p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="ovdet model folder or CLIP id/folder to run")
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                   help="model to run (ovdet, OWL-ViT/OWLv2 or CLIP-family folder); default: the embedded ShapeWorld "
+                        "model, unless --predictions without --images asks to score saved predictions")
     p.add_argument("--annotations", type=Path, default=None, metavar="JSON", help="COCO or LVIS annotation json")
     p.add_argument("--images", type=Path, default=None, metavar="DIR", help="folder the json's file_name paths are in")
     group = p.add_mutually_exclusive_group()
@@ -60,7 +63,7 @@ def add_parser(sub) -> None:
     p.add_argument("--categories", default=None, metavar="NAMES|JSON",
                    help="folder mode only (no --annotations): vocabulary as 'a,b,c' or a json with 'categories'")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    p.add_argument("--max-dets", type=int, default=300,
+    p.add_argument("--max-dets", "--max-detections", dest="max_dets", type=int, default=300,
                    help="(box, category) pairs kept per image, ranked over all pairs")
     p.add_argument("--threshold", type=float, default=0.0, help="minimum score kept (0 keeps the full ranking for AP)")
     p.add_argument("--nms", type=float, default=0.5, metavar="IOU",
@@ -68,7 +71,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, or cuda:K for one chosen GPU")
     p.add_argument("--devices", type=int, default=1, help="number of devices; >1 runs DDP (one process per GPU)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: main process)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
 
 
@@ -86,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
                    score_threshold=args.threshold, nms=args.nms, templates=args.templates,
                    template_mode=args.template_mode, accelerator=accelerator, devices=devices,
                    progress=not args.no_progress)  # fmt: skip
+    if args.model is None and not (args.predictions is not None and args.images is None):
+        from ovdet.assets import resolve_model
+
+        args.model = resolve_model(None)  # like `ovdet detect`: the embedded model unless saved predictions are scored
     if args.annotations is None:
         return _folder_mode(args, options, predict_images)
     if args.categories is not None:

@@ -10,7 +10,9 @@ EPILOG = """Examples:
   ovdet shapeworld --out data/sw_val --num-images 500 --seed 1000      # every shape boxed
 
 The split (12 base, 4 novel shapes) is fixed: conf/shapeworld/split.yaml. Image i of seed S is
-the same wherever and however often it is generated."""
+the same wherever and however often it is generated. An --out that already holds a set is refused
+unless --overwrite, which removes only the files ovdet wrote there (instances.json, captions.jsonl,
+crops.jsonl, images/NNNNNN.png, crops/NNNNNN_K.png) and says how many."""
 
 
 def add_parser(sub) -> None:
@@ -40,6 +42,8 @@ def add_parser(sub) -> None:
     p.add_argument("--crops", type=int, default=0, metavar="N",
                    help="also write up to N single-object crops per image with short phrases (CLIP pretraining)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="worker processes (0: render in this process)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a set already in --out: remove the files ovdet wrote there first (others stay)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -47,6 +51,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovdet.data.shapeworld import SceneConfig
     from ovdet.data.shapeworld_dataset import write_dataset
+    from ovdet.data.shapeworld_files import describe
 
     config = SceneConfig(
         min_size=args.min_size,
@@ -67,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         crops_per_image=args.crops,
         workers=args.workers,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
+    if any(summary["removed"].values()):
+        print(f"removed the old set's files that ovdet wrote in {args.out} ({describe(summary['removed'])}); "
+              "other files were left")
     print(
         f"wrote {summary['images']} images, {summary['annotations']} boxes ({args.annotate}), "
         f"{summary['crops']} crops to {args.out} in {summary['seconds']:.1f} s ({summary['images_per_s']} images/s)"

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 TRAIN_EPILOG = """Hydra overrides, not --options:
-  ovdet train experiment=smoke
+  ovdet train experiment=smoke                                         # nothing to prepare
   ovdet train experiment=shapeworld_ovd trainer.max_epochs=5
   ovdet train experiment=ovcoco_clip_b16 trainer=ddp trainer.devices=4
-  ovdet train experiment=ovcoco_clip_b32 ckpt_path=PATH/last.ckpt     # resume
+  ovdet train experiment=smoke hydra.run.dir=runs/a ckpt_path=last     # start, or resume
+  ovdet train experiment=ovcoco_clip_b32 ckpt_path=PATH/last.ckpt     # resume from a file
   ovdet train experiment=smoke --cfg job                               # print the config
 Groups: model, data, module, trainer (cpu, gpu, ddp), callbacks, logger, experiment, debug.
 The config folder is the repository's conf/ (or $OVDET_CONF). `ovdet train --help` lists the options."""
+ONE_LINE_ENV = "_OVDET_TRAIN_ONE_LINE_ERRORS"  # set by run_hydra for itself and the DDP ranks it starts
 
 
 def add_parser(sub) -> None:
@@ -70,38 +73,115 @@ def config_dir() -> Path:
 
 
 def run_hydra(argv: list[str]) -> int:
-    """Run `ovdet train` with Hydra overrides; returns the exit status."""
+    """Run `ovdet train` with Hydra overrides; returns the exit status.
+
+    Every failure is one line, `ovdet train: error: ...`, exit status 2 (HYDRA_FULL_ERROR=1 shows
+    the traceback instead); SIGTERM is one line and 143. A fixed `hydra.run.dir` is locked before
+    Hydra writes into it, so a second run into a busy folder changes nothing there.
+    """
     import hydra
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import DictConfig
 
-    from ovdet.errors import NonFiniteLossError, OvdetError
+    from ovdet.training.config_paths import register_resolvers
     from ovdet.training.run import train
+    from ovdet.training.run_lock import RunLock
+    from ovdet.training.sigterm import TrainingStopped
 
     try:
         conf = config_dir()
     except ValueError as err:
         print(f"ovdet train: error: {err}", file=sys.stderr)
         return 2
-
-    saved = sys.argv
+    register_resolvers()
+    failures: list[Exception] = []
 
     def task(cfg: DictConfig) -> None:
         # Lightning's DDP launcher starts the other ranks by re-running sys.argv: make that `ovdet train ...`.
-        sys.argv = [saved[0], "train", *argv]
+        sys.argv = [saved_argv[0], "train", *argv]
         try:
             train(cfg)
-        except (OvdetError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
-            # One line naming the problem (a bad path, a NaN loss at step N), not Hydra's traceback.
-            print(f"ovdet train: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except Exception as err:  # raised below, past Hydra, which would print its own line first
+            failures.append(err)
 
-    sys.argv = [saved[0], *argv]  # hydra.main reads its overrides from sys.argv
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0], *argv]  # hydra.main reads its overrides from sys.argv
     try:
-        hydra.main(config_path=str(conf), config_name="train", version_base="1.3")(task)()
-    except SystemExit as done:  # Hydra exits on --help, --cfg and errors
+        with hydra_raises() as traceback_wanted, RunLock(planned_run_dir(conf, argv)):
+            hydra.main(config_path=str(conf), config_name="train", version_base="1.3")(task)()
+            if failures:
+                raise failures[0]
+    except SystemExit as done:  # Hydra exits on --help and --cfg; Lightning after Ctrl+C
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except TrainingStopped as stop:
+        print(f"ovdet train: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("ovdet train: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if traceback_wanted:
+            raise
+        print(f"ovdet train: error: {error_line(err)}", file=sys.stderr)
+        return 2
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
         GlobalHydra.instance().clear()  # a later run in this process (tests, notebooks) starts afresh
     return 0
+
+
+@contextmanager
+def hydra_raises():
+    """Make Hydra raise errors instead of printing its own multi-line report; yields whether the user
+    asked for tracebacks (HYDRA_FULL_ERROR=1 set by them, not by this function in a parent process)."""
+    wanted = os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(ONE_LINE_ENV) != "1"
+    saved = {key: os.environ.get(key) for key in ("HYDRA_FULL_ERROR", ONE_LINE_ENV)}
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ[ONE_LINE_ENV] = "0" if wanted else "1"  # DDP ranks started from here inherit the choice
+    try:
+        yield wanted
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def planned_run_dir(conf: Path, argv: list[str]) -> Path | None:
+    """The run folder an explicit `hydra.run.dir=...` names (interpolations resolved), else None.
+
+    Timestamped folders are left to `train()`'s own lock: composing here could resolve `${now:}`
+    a second apart from the run itself.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ovdet.training.run_lock import is_main_process
+
+    explicit = any(a.startswith("hydra.run.dir=") for a in argv)
+    if not explicit or not is_main_process() or any(a.startswith("-") for a in argv):  # --help, --cfg, -m
+        return None
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("train", overrides=argv, return_hydra_config=True)
+            return Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+    except Exception:  # a bad override: hydra.main reports it
+        return None
+
+
+def error_line(err: BaseException) -> str:
+    """One line for any exception: a user error's own message, else `Type: message`.
+
+    Hydra wraps errors raised while building an object; a user error inside is shown on its own.
+    """
+    from hydra.errors import HydraException, InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ovdet.errors import NonFiniteLossError
+
+    user = (ValueError, FileNotFoundError, NonFiniteLossError, HydraException, OmegaConfBaseException)
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, user):
+        err = err.__cause__
+    text = " ".join(str(err).split()).split(" Config search path:")[0] or type(err).__name__  # Hydra's tail
+    return text if isinstance(err, user) else f"{type(err).__name__}: {text}"

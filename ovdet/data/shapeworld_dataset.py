@@ -18,6 +18,7 @@ from rich.progress import track
 
 from ovdet.data.shapeworld import Scene, SceneConfig, ShapeSplit, load_split, render_scene
 from ovdet.data.shapeworld_captions import object_phrase, scene_captions
+from ovdet.data.shapeworld_files import clear_output
 
 ANNOTATE = ("all", "base")
 PNG_LEVEL = 3  # zlib level: as small as level 6 on these noisy images, twice as fast
@@ -75,6 +76,7 @@ def write_dataset(
     crops_per_image: int = 0,
     workers: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Write `out_dir/images/*.png`, `instances.json` (COCO), `captions.jsonl` and optionally crops.
 
@@ -83,9 +85,13 @@ def write_dataset(
     crops_per_image: up to this many single-object crops per image into `out_dir/crops/` and
         `crops.jsonl` (phrase and attributes per crop).
     workers: processes to render with (0 = this one).
-    Returns counts and timing: {"images", "annotations", "crops", "seconds", "images_per_s"}.
+    overwrite: replace a set already in `out_dir`, removing only the files ovdet wrote there;
+        False refuses (`DatasetExistsError`), as a new set would leave the old set's extra images.
+    Returns counts and timing: {"images", "annotations", "crops", "seconds", "images_per_s"} and
+    "removed", the old set's files by kind (`shapeworld_files.written_files`).
     """
     out_dir = _check_args(out_dir, num_images, seed, annotate, captions_per_image, crops_per_image, workers)
+    removed = clear_output(out_dir, overwrite)
     split = load_split()
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     if crops_per_image:
@@ -111,6 +117,7 @@ def write_dataset(
         "crops": sum(len(r[3]) for r in results),
         "seconds": round(seconds, 3),
         "images_per_s": round(num_images / max(seconds, 1e-9), 1),
+        "removed": removed,
     }
 
 

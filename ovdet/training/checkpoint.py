@@ -10,8 +10,10 @@ import torch
 from ovdet.errors import CheckpointError
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """The checkpoint dict, loaded with `weights_only=True`.
+
+    mmap: map the tensors instead of reading them (a cheap check that the file is whole, for resuming).
 
     Raises:
         CheckpointError: the file is not a checkpoint, is truncated, or holds pickled objects
@@ -21,7 +23,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise unsafe_checkpoint_error(path, err) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

@@ -9,6 +9,7 @@ import torch
 
 from ovdet.towers.loader import load_clip
 from ovdet.models.detector import Detector
+from ovdet.models.model_folder import check_model_target
 from ovdet.training.checkpoint import load_checkpoint
 from ovdet.training.module import DETECTOR_CONFIG_KEY, DetectionModule
 
@@ -28,6 +29,7 @@ class ExportDetector(L.Callback):
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)} or None, got {dtype!r}")
         self.dirpath = Path(dirpath)
+        check_model_target(self.dirpath)  # a folder ovdet may not replace is refused now, not after training
         self.copy_clip = copy_clip
         self.dtype = DTYPES[dtype] if dtype else None
         self.exported: Path | None = None

@@ -3,25 +3,54 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ovdet.training.checkpoint import unsafe_checkpoint_error
+from ovdet.training.checkpoint_io import use_atomic_checkpoints
+from ovdet.training.config_paths import register_resolvers, resolve_paths
+from ovdet.training.export import ExportDetector, export_from_checkpoint
+from ovdet.training.quiet import quiet_third_party
+from ovdet.training.messages import say
+from ovdet.training.resume import CheckpointState, is_complete, resume_checkpoint
+from ovdet.training.run_lock import RunLock
+from ovdet.training.sigterm import CheckpointOnSigterm, stopped_error
 
 RECIPE_KEYS = ("name", "seed", "model", "data", "module", "trainer")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Seed, instantiate detector -> datamodule -> module -> trainer, and `fit` (resuming from
-    `ckpt_path` when set; `ckpt_path=last` resumes from the run folder's newest `last*.ckpt`, or
-    starts afresh when there is none, so one command both starts and resumes a run that has a
-    fixed folder, `hydra.run.dir=...`). Returns the trainer's final callback metrics."""
+    """Seed, instantiate detector -> datamodule -> module -> trainer, and `fit`; returns the final metrics.
+
+    Relative paths are read from the directory the run was started in. `ckpt_path=last` resumes
+    from the newest checkpoint of the run folder that loads (or starts afresh when there is none),
+    so one command with a fixed `hydra.run.dir` both starts and resumes a run; a run already
+    trained to its end says so and keeps its logs. The run folder is locked for the duration
+    (`RunLock`). On SIGTERM a checkpoint is saved and `TrainingStopped` is raised.
+    """
+    register_resolvers()
+    resolve_paths(cfg)
+    with RunLock(run_folder(cfg)), quiet_third_party():
+        return _fit(cfg)
+
+
+def run_folder(cfg: DictConfig) -> str | None:
+    """`paths.output_dir`, or None where it cannot be resolved (a config composed outside a Hydra run)."""
+    try:
+        return OmegaConf.select(cfg, "paths.output_dir", default=None)
+    except Exception:  # ${hydra:...} without a running Hydra job
+        return None
+
+
+def _fit(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     detector = instantiate(cfg.model)
     # The data pipeline must produce exactly the detector's input: take it from the built model.
     datamodule = instantiate(
@@ -33,19 +62,60 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(cfg.module, detector=detector)
     module.recipe = recipe(cfg)  # set after: instantiate would build the recipe's own `_target_`s
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    sigterm = CheckpointOnSigterm()
+    callbacks = [*instantiate_group(cfg.get("callbacks")), sigterm]
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    use_atomic_checkpoints(trainer)
+    start = resume_checkpoint(cfg.get("ckpt_path"), trainer)
+    if isinstance(start, CheckpointState) and is_complete(start, trainer):
+        finish_complete_run(start, trainer)
+        return {}
     # weights_only: a checkpoint holds tensors and plain containers only; one with pickled objects
     # (code that would run on load) is refused instead of executed.
+    ckpt_path = str(start.path) if isinstance(start, CheckpointState) else start
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise unsafe_checkpoint_error(cfg.get("ckpt_path"), err) from None
+        raise unsafe_checkpoint_error(ckpt_path, err) from None
+    except SIGTERMException:
+        raise stopped_error(trainer, sigterm) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     rank_zero_info(f"final metrics: {metrics}")
+    report_outputs(trainer)
     return metrics
+
+
+def finish_complete_run(start: CheckpointState, trainer: L.Trainer) -> None:
+    """Nothing left to train: say so, export the model folder if the run died before writing it."""
+    by_steps = 0 <= trainer.max_steps <= start.global_step
+    limit = f"trainer.max_steps={trainer.max_steps}" if by_steps else f"trainer.max_epochs={trainer.max_epochs}"
+    say(f"run already complete: '{start.path}' has trained {start.epochs_done} epoch(s), {start.global_step} step(s) "
+        f"({limit}); nothing to train, every log is kept (raise {limit.split('=')[0]} to train on)")
+    for export in (c for c in trainer.callbacks if isinstance(c, ExportDetector)):
+        if trainer.is_global_zero and not (export.dirpath / "config.json").is_file():
+            export_from_checkpoint(start.path, export.dirpath, copy_clip=export.copy_clip, dtype=export.dtype)
+            say(f"exported the model folder from it (it was missing): {export.dirpath}")
+    report_outputs(trainer)
+
+
+def report_outputs(trainer: L.Trainer) -> None:
+    """Say where the run's model folder, logs and checkpoints are (main process only)."""
+    if not trainer.is_global_zero:
+        return
+    for export in (c for c in trainer.callbacks if isinstance(c, ExportDetector)):
+        if (export.dirpath / "config.json").is_file():
+            say(f"model folder: {export.dirpath}  (ovdet detect IMAGE -q TEXT --model {export.dirpath})")
+    for logger in trainer.loggers:
+        log_dir = getattr(logger, "log_dir", None)
+        if log_dir and Path(log_dir).is_dir():
+            metrics = Path(log_dir) / "metrics.csv"
+            say(f"logs: {metrics if metrics.is_file() else log_dir}")
+    folders = sorted({Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)})
+    roots = [f for f in folders if f.is_dir() and not any(f != g and g in f.parents for g in folders)]
+    if roots:
+        say(f"checkpoints: {', '.join(str(f) for f in roots)}  (resume: ckpt_path=last, same hydra.run.dir)")
 
 
 def instantiate_group(group: DictConfig | None) -> list:
