@@ -91,3 +91,18 @@ def test_bad_config_values_are_refused_before_anything_is_built(model_dir, tmp_p
     Image.new("RGB", (8, 8)).save(image)
     assert main(["detect", str(image), "-q", "cat", "--model", str(bad)]) == 2
     assert key in _error(capsys) or "nested" in capsys.readouterr().err
+
+
+def test_any_exception_is_one_line_without_escape_sequences(monkeypatch, tmp_path, capsys):
+    """L6: not only ValueError/OSError: every exception type reaches the user as one plain line."""
+    from ovdet.cli import detect
+
+    def boom(args):
+        raise RuntimeError("kaput\x1b[2J\nsecond line")
+
+    monkeypatch.setattr(detect, "run", boom)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert main(["detect", str(image), "-q", "cat"]) == 2
+    line = _error(capsys)
+    assert "RuntimeError: kaput" in line and "\x1b" not in line and "OVDET_TRACEBACK" in line

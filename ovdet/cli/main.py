@@ -61,11 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"ovdet {args.command}: error: {err}", file=sys.stderr)
+        print(f"ovdet {args.command}: error: {_printable(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ovdet: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # anything else is still one line (OVDET_TRACEBACK=1 shows where it came from)
+        import os
+
+        if os.environ.get("OVDET_TRACEBACK"):
+            raise
+        print(f"ovdet {args.command}: error: {type(err).__name__}: {_printable(err)} "
+              "(set OVDET_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _printable(err: BaseException) -> str:
+    """The message on one line, terminal escape sequences shown as escapes, never sent raw."""
+    text = " ".join(str(err).split("\n")).strip() or type(err).__name__
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
 
 
 if __name__ == "__main__":

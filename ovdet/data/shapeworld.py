@@ -1,10 +1,9 @@
 """ShapeWorld: a procedural world of coloured shapes for training and measuring open-vocabulary detection.
 
 Scenes of 1..8 shapes (16 kinds, 12 colours, 3 sizes, 4 styles, any rotation, partly occluded)
-on textured, cluttered backgrounds. Everything is a function of the seed. Boxes come from each
-object's own rendered coverage after occlusion, so they are tight around what is visible.
-12 shapes are base (boxed in training) and 4 are novel (only ever named in captions), as in
-the COCO and LVIS open-vocabulary protocols. `shapeworld_dataset` writes COCO-format datasets.
+on textured, cluttered backgrounds, a function of the seed. Boxes come from each object's rendered
+coverage after occlusion. 12 shapes are base (boxed in training), 4 novel (only named in captions),
+as in the COCO and LVIS open-vocabulary protocols. `shapeworld_dataset` writes COCO-format datasets.
 """
 
 from __future__ import annotations
