@@ -30,10 +30,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (135, 50, 185),
     "pink": (250, 135, 200),
     "brown": (125, 75, 30),
-    "white": (248, 248, 248),
-    "black": (15, 15, 15),
-    "gray": (128, 128, 128),
-    "cyan": (40, 215, 230),
+    "white": (248, 248, 248), "black": (15, 15, 15), "gray": (128, 128, 128), "cyan": (40, 215, 230),
 }
 SIZES: dict[str, tuple[float, float]] = {"small": (0.14, 0.22), "medium": (0.22, 0.32), "large": (0.32, 0.46)}
 """Size word -> range of the object's diameter as a fraction of the image's short side."""
