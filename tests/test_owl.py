@@ -162,7 +162,8 @@ def test_cli_detect_runs_an_owl_folder_and_saves_it_as_an_ovdet_folder(owl, tmp_
     again = Detector.from_pretrained(saved)
     pixels = torch.randn(1, 3, SIZE, SIZE)
     a, b = det.predict(pixels, ["cat"]), again.predict(pixels, ["cat"])
-    assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["pred_boxes"], b["pred_boxes"])
+    assert torch.allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-5)  # kernels may pick another summation order
+    assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["owlvit", "owlv2"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # CPU flags of native bf16 matrix instructions (Linux /proc/cpuinfo names).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -54,6 +54,12 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested == "int8":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"int8 (dynamic quantisation) runs on CPUs only; on {torch.device(device).type} use bf16")
+        if fine_tuned:
+            raise ValueError("int8 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
+        return "int8"
     if fine_tuned:
         if requested == "bf16":
             raise ValueError("bf16 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
@@ -100,21 +106,43 @@ def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tup
 
 
 def set_precision(detector, precision: str = "auto") -> str:
-    """Run a Detector's vision tower in "bf16" or "fp32"; "auto" picks bf16 only where it is faster
-    (`resolve_precision`). Call after moving the model to its device.
+    """Run a Detector's vision tower in "bf16", "int8" or "fp32"; "auto" picks bf16 only where it is faster
+    (`resolve_precision`), never int8. Call after moving the model to its device.
 
-    bf16 casts the frozen tower's weights once and "fp32" restores them exactly (`Bf16Weights`).
-    The head, the text tower and every output stay fp32. Returns the precision now in force.
+    bf16 casts the frozen tower's weights once and "fp32" restores them exactly (`Bf16Weights`); int8
+    swaps in a dynamically quantised copy of the tower (`int8_tower`) and "fp32" swaps the original back.
+    The head, the text tower and every output stay fp32, and saving always writes the fp32 tower.
+    Returns the precision now in force.
     """
     from ovdet.towers.vision_resnet import CLIPResNetBackbone
 
-    vision = detector.backbone.vision
-    kind = "resnet" if isinstance(detector.backbone, CLIPResNetBackbone) else "vit"
+    backbone = detector.backbone
+    state = detector.__dict__.setdefault("_precision_state", {"fp32": backbone.vision, "int8": None})
+    if backbone.vision is not state["fp32"]:
+        backbone.vision = state["fp32"]  # leave int8 first
+    vision = backbone.vision
+    kind = "resnet" if isinstance(backbone, CLIPResNetBackbone) else "vit"
     resolved = resolve_precision(precision, detector.device, kind, any(p.requires_grad for p in vision.parameters()))
     weights = detector.__dict__.setdefault("_bf16_weights", Bf16Weights(vision))
     weights.set(resolved == "bf16")
+    if resolved == "int8":
+        if state["int8"] is None:
+            state["int8"] = int8_tower(vision)
+        backbone.vision = state["int8"]
     detector.precision = resolved
     return resolved
+
+
+def int8_tower(vision: nn.Module) -> nn.Module:
+    """A copy of a frozen tower whose Linear layers are int8 with per-call activation scales (torch's
+    dynamic quantisation: VNNI / AMX int8 GEMMs on x86). Convolutions (ResNet) stay fp32."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice: nothing a user can act on
+        return quantize_dynamic(vision, {nn.Linear}, dtype=torch.qint8, inplace=False).eval()
 
 
 def set_compile(detector, enabled: bool = True, **options) -> None:
