@@ -78,7 +78,9 @@ def test_markdown_section_is_replaced_in_place(tmp_path):
     assert text.count(start) == 1 and "stale table" not in text and "kept" in text and "intro" in text
     assert text.count(markers("compile")[0]) == 1 and "--compile" in text
     assert "| b32 | 1 | 5 | 1.25 |" in text and "4.0x" in text
-    assert "5 queries, >= 3x OwlViT: 4.0x: met" in text and "Error in b32/b1/q1203" in text
+    assert "5 queries, ovdet vs OwlViT: 4.00x (target >= 5.0x): NOT met, short by 1.00x" in text
+    assert "fp32, B/32 batch 1, 5 queries, ovdet vs OwlViT: 1.14x (target >= 1.1x): met" in text
+    assert "Error in b32/b1/q1203" in text
 
 
 @pytest.mark.slow

@@ -50,7 +50,9 @@ def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int,
 
 
 def measure_owlvit(spec: dict) -> dict:
-    """transformers' OwlViT as its API is used: processor(text, images) then model(**inputs), every call."""
+    """transformers' OwlViT (or OWLv2) as its API is used: processor(text, images) then model(**inputs), every call."""
+    if spec["model"] == "owlv2":
+        return measure_owlv2_reference(spec)
     from transformers import OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
 
     from ovdet.text.tokenizer import clip_tokenizer
@@ -73,12 +75,44 @@ def measure_owlvit(spec: dict) -> dict:
     return {"full": timed_runs(step, **_timing(spec))}
 
 
+def measure_owlv2_reference(spec: dict) -> dict:
+    """transformers' Owlv2ForObjectDetection on the benchmark's folder, with its own processor."""
+    from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+    model = Owlv2ForObjectDetection.from_pretrained(spec["owl_dir"], attn_implementation="sdpa").eval()
+    processor = Owlv2Processor.from_pretrained(spec["owl_dir"])
+    images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
+
+    @torch.inference_mode()
+    def step():
+        return model(**processor(text=[names] * len(images), images=images, return_tensors="pt"))
+
+    return {"full": timed_runs(step, **_timing(spec))}
+
+
+def owlv2_agreement(detector, owl_dir: str) -> dict:
+    """ovdet vs transformers on the same folder, photo and queries: max abs difference of every output."""
+    from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+    model = Owlv2ForObjectDetection.from_pretrained(owl_dir, attn_implementation="sdpa").eval()
+    processor = Owlv2Processor.from_pretrained(owl_dir)
+    image, names = synthetic_images(1), synthetic_names(5)
+    with torch.inference_mode():
+        ref = model(**processor(text=[names], images=image, return_tensors="pt"))
+        out = detector.predict(detector.preprocessor.to_model(image), names)
+    return {"pred_boxes": float((out["pred_boxes"] - ref.pred_boxes).abs().max()),
+            "logits": float((out["logits"] - ref.logits).abs().max()),
+            "objectness": float((out["objectness"] - ref.objectness_logits).abs().max())}
+
+
 def measure_ovdet(spec: dict) -> dict:
     """ovdet's `predict` (preprocess + forward) with the text cache cleared each call (cold) and warm (cached)."""
     from ovdet.models.detector import Detector
 
     if spec["model"] == "embedded":
         detector = Detector.from_pretrained(spec["model_dir"])
+    elif spec["model"] == "owlv2":
+        detector = Detector.from_pretrained(spec["owl_dir"])  # the very folder transformers loads
     else:
         detector = Detector.from_clip(spec["clip_dir"], image_size=spec["image_size"])
     detector.eval()
@@ -90,6 +124,8 @@ def measure_ovdet(spec: dict) -> dict:
         return detector.predict(detector.preprocessor(images), names)
 
     result = {"precision": precision}
+    if spec["model"] == "owlv2" and precision == "fp32":
+        result["agreement"] = owlv2_agreement(detector, spec["owl_dir"])  # same run, identical weights
     if spec.get("compile"):  # freezing: weights become constants the compiler can prepack (frozen tower)
         detector.set_compile(True, dynamic=False, options={"freezing": True})
         start = time.perf_counter()

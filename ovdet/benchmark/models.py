@@ -17,6 +17,8 @@ TEXT_SPECS = {
 }
 PROJECTION_DIM = {"standard": 512, "tiny": 32}
 EMBEDDED = "embedded"  # ovdet's shipped ShapeWorld model (ResNet CLIP + crop re-scoring); no OwlViT twin
+OWLV2 = "owlv2"  # OWLv2 B/16 at 960 px: one Owlv2ForObjectDetection folder that both sides load (identical weights)
+OWLV2_SIZE = 960
 
 
 def text_kind(model: str) -> str:
@@ -57,3 +59,26 @@ def save_random_models(model: str, image_size: int, folder: str | Path, seed: in
     CLIPModel(clip_cfg).eval().save_pretrained(str(out["clip_dir"]))
     OwlViTForObjectDetection(owl_cfg).eval().save_pretrained(str(out["owlvit_dir"]))
     return {k: str(v) for k, v in out.items()}
+
+
+def save_random_owlv2(folder: str | Path, image_size: int = OWLV2_SIZE, seed: int = 0) -> dict[str, str]:
+    """A random-weight `Owlv2ForObjectDetection` (B/16 vision, CLIP text) with its processor, saved as
+    transformers saves it; ovdet loads the very same folder. Returns {"owl_dir"}."""
+    import copy
+
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    from ovdet.text.tokenizer import clip_tokenizer
+
+    vision = dict(VISION_SPECS["b16"], image_size=image_size)
+    text = dict(TEXT_SPECS["standard"], vocab_size=49408, max_position_embeddings=16)
+    config = Owlv2Config(text_config=text, vision_config=vision, projection_dim=PROJECTION_DIM["standard"])
+    torch.manual_seed(seed)
+    out = Path(folder) / "owlv2"
+    Owlv2ForObjectDetection(config).eval().save_pretrained(str(out))
+    tokenizer = copy.deepcopy(clip_tokenizer())
+    tokenizer.model_max_length = 16  # OWL's text context
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": image_size, "width": image_size}),
+                   tokenizer=tokenizer).save_pretrained(str(out))
+    return {"owl_dir": str(out)}

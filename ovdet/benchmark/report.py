@@ -48,6 +48,9 @@ def _row(slot: dict, gemm: dict) -> dict:
                precision=ov["precision"] if ov else None, errors=slot["errors"])  # fmt: skip
     row["speedup_cached"] = _ratio(row["cached_ips"], row["owlvit_ips"])
     row["speedup_cold"] = _ratio(row["cold_ips"], row["owlvit_ips"])
+    fp32_ips = row["cached_ips"] if row["precision"] == "fp32" else row["fp32_ips"]
+    row["speedup_fp32"] = _ratio(fp32_ips, row["owlvit_ips"])
+    row["agreement"] = next((r["agreement"] for r in (ov, other) if r and "agreement" in r), None)
     if ov and "backbone" in ov:
         achieved = ov["backbone"]["flops_per_s"]
         row["backbone_gflops"] = achieved / 1e9
@@ -95,15 +98,7 @@ def summary_lines(doc: dict, table: list[dict]) -> list[str]:
         f"GEMM rate (torch.mm): fp32 {g['fp32']['flops_per_s'] / 1e9:.0f} GFLOP/s (n={g['fp32']['size']}), "
         f"bf16 {g['bf16']['flops_per_s'] / 1e9:.1f} GFLOP/s (n={g['bf16']['size']}).",
     ]
-    for row in table:
-        if row["model"] == "b32" and row["batch"] == 1 and row["queries"] in TARGETS:
-            target, got = TARGETS[row["queries"]], row.get("speedup_cached")
-            verdict = "not measured" if got is None else f"{got:.1f}x: {'met' if got >= target else 'NOT met'}"
-            lines.append(f"Target B/32 @ 768 px, batch 1, {row['queries']} queries, >= {target:.0f}x OwlViT: {verdict}.")
-    fractions = [r for r in table if r.get("backbone_fraction") is not None and r["model"] in ("b32", "b16")]
-    for r in fractions[:1] + [x for x in fractions[1:] if x["model"] != fractions[0]["model"]][:1]:
-        lines.append(f"Backbone {r['model']} (batch {r['batch']}): {r['backbone_gflops']:.0f} GFLOP/s = "
-                     f"{100 * r['backbone_fraction']:.0f} % of the {r['precision']} GEMM rate (aim >= 70 % of bf16).")  # fmt: skip
+    lines += target_lines(table)
     reduced = [r for r in table if any(n < doc["settings"]["runs"] for n in r["runs"].values())]
     if reduced:
         names = ", ".join(f"{r['model']}/b{r['batch']}/q{r['queries']}" for r in reduced)
@@ -115,6 +110,49 @@ def summary_lines(doc: dict, table: list[dict]) -> list[str]:
         diff = max(info["onnx_check"]["max_abs_diff"].values())
         lines.append(f"ONNX ({model}, embeddings-input): exported in {info['onnx_export_s']:.0f} s a file; onnxruntime vs "
                      f"torch max abs difference {diff:.2g}.")  # fmt: skip
+    return lines
+
+
+def target_lines(table: list[dict]) -> list[str]:
+    """Issue J's targets (same machine, same run), each with its measured value and verdict."""
+    def find(model, batch, queries=5):
+        return next((r for r in table if (r["model"], r["batch"], r["queries"]) == (model, batch, queries)), None)
+
+    def verdict(value, target, unit="x"):
+        return "not measured" if value is None else f"{value:.2f}{unit} (target >= {target}{unit}): " + (
+            "met" if value >= target else f"NOT met, short by {target - value:.2f}{unit}")
+
+    lines = []
+    one = find("b32", 1)
+    batches = sorted({r["batch"] for r in table if r["model"] == "b32" and r["queries"] == 5})
+    big = find("b32", batches[-1]) if batches else None
+    if one:
+        lines.append(f"fp32, B/32 batch 1, 5 queries, ovdet vs OwlViT: {verdict(one.get('speedup_fp32'), 1.1)}.")
+        if one["precision"] == "bf16":
+            lines.append(f"bf16, B/32 batch 1, 5 queries, ovdet vs OwlViT: {verdict(one['speedup_cached'], 5.0)}.")
+        for q, target in TARGETS.items():
+            row = find("b32", 1, q)
+            if row and q != 5:
+                lines.append(f"B/32 batch 1, {q} queries, cached text vs OwlViT: {verdict(row['speedup_cached'], target)}.")
+    if one and big and big is not one:
+        fp32 = lambda r: r["cached_ips"] if r["precision"] == "fp32" else r["fp32_ips"]  # noqa: E731
+        if fp32(one) and fp32(big):
+            lines.append(f"fp32 batch {big['batch']} per image vs batch 1: {verdict(fp32(big) / fp32(one), 1.0)}.")
+        if one["precision"] == "bf16":
+            lines.append(f"bf16 batch {big['batch']} images/s vs batch 1: {verdict(big['cached_ips'] / one['cached_ips'], 1.3)}.")
+    for r in (one, big):
+        if r and r.get("backbone_fraction") is not None and r["precision"] == "bf16":
+            lines.append(f"bf16 backbone share of the bf16 GEMM rate, B/32 batch {r['batch']}: "
+                         f"{verdict(100 * r['backbone_fraction'], 60, ' %')}.")
+    owl = find("owlv2", 1)
+    if owl:
+        if owl["precision"] == "bf16":
+            lines.append(f"OWLv2 B/16 @ 960 px, batch 1, 5 queries, bf16 vs transformers: {verdict(owl['speedup_cached'], 3.0)}.")
+        lines.append(f"OWLv2 B/16 @ 960 px, batch 1, 5 queries, fp32 vs transformers: {verdict(owl.get('speedup_fp32'), 1.1)}.")
+        agree = owl.get("agreement")
+        if agree:
+            shown = ", ".join(f"{k} {v:.2g}" for k, v in agree.items())
+            lines.append(f"OWLv2 outputs, ovdet fp32 vs transformers on identical weights (max abs diff): {shown}.")
     return lines
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ovdet.benchmark.gemm import gemm_rate
-from ovdet.benchmark.models import EMBEDDED, save_random_models
+from ovdet.benchmark.models import EMBEDDED, OWLV2, OWLV2_SIZE, save_random_models, save_random_owlv2
 from ovdet.models.precision import bf16_supported, cpu_flags, resolve_precision
 
 
@@ -113,6 +113,9 @@ def prepare(settings: BenchmarkSettings, folder: Path, log) -> dict[str, dict]:
     for model in settings.models:
         if model == EMBEDDED:
             dirs[model] = {"model_dir": str(DEFAULT_MODEL), "image_size": _embedded_size(DEFAULT_MODEL)}
+        elif model == OWLV2:
+            log("building random-weight OWLv2 B/16 ...")
+            dirs[model] = {**save_random_owlv2(folder), "image_size": OWLV2_SIZE}
         else:
             log(f"building random-weight {model} CLIP and OwlViT ...")
             dirs[model] = {**save_random_models(model, settings.image_size, folder), "image_size": settings.image_size}

@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for a smoke test: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
-    p.add_argument("--models", default="b32,b16,embedded", help="comma list of b32, b16, embedded, tiny")
+    p.add_argument("--models", default="b32,b16,embedded", help="comma list of b32, b16, owlv2 (B/16 at 960 px, against Owlv2ForObjectDetection on identical weights), "
+                        "embedded, tiny")
     p.add_argument("--batch", default="1,8", help="comma list of batch sizes")
     p.add_argument("--queries", default="5,80,1203", help="comma list of query counts (synthetic LVIS-like names)")
     p.add_argument("--precision", default="auto,fp32",
