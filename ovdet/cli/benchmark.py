@@ -70,12 +70,12 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def _check(settings) -> None:
-    from ovdet.benchmark.models import EMBEDDED, VISION_SPECS
+    from ovdet.benchmark.models import EMBEDDED, OWLV2, VISION_SPECS
     from ovdet.models.precision import PRECISIONS
 
-    bad = [m for m in settings.models + settings.onnx_models if m not in VISION_SPECS and m != EMBEDDED]
+    bad = [m for m in settings.models + settings.onnx_models if m not in VISION_SPECS and m not in (EMBEDDED, OWLV2)]
     if bad:
-        raise ValueError(f"unknown models {bad}; use {sorted(VISION_SPECS) + [EMBEDDED]}")
+        raise ValueError(f"unknown models {bad}; use {sorted(VISION_SPECS) + [EMBEDDED, OWLV2]}")
     if not settings.batches or min(settings.batches) < 1 or not settings.queries or min(settings.queries) < 1:
         raise ValueError(f"batch sizes and query counts must be >= 1, got {settings.batches} and {settings.queries}")
     if any(p not in PRECISIONS for p in settings.precisions):

@@ -4,7 +4,9 @@ torch's CPU flash-attention kernel is no faster in bf16 than in fp32 (measured h
 B/32 layer at 768 px either way, ~120 GFLOP/s against a 760 GFLOP/s bf16 GEMM): in bf16 it took a
 third of the whole forward pass. Two batched GEMMs with a softmax between them run twice as fast,
 provided the score matrix of each chunk stays in cache; so (batch x head) rows are taken a few at
-a time. Everything else (fp32, GPUs, masks, training) keeps transformers' SDPA path unchanged,
+a time, and long sequences (OWLv2 at 960 px: 3601 tokens) a block of query rows at a time.
+Measured (2 threads, AVX512-BF16 EPYC): B/32 768 px batch 8 28 ms vs 64 ms a layer, OWLv2 3601
+tokens 102 ms vs 244 ms. Everything else (fp32, GPUs, masks, training) keeps transformers' SDPA path unchanged,
 so fp32 answers are bit-identical.
 """
 
@@ -29,11 +31,16 @@ def chunked_attention(module, query, key, value, attention_mask, dropout: float 
     scale = scaling if scaling is not None else d**-0.5
     q, k, v = (x.reshape(b * h, t, d) for x in (query, key, value))  # [BH, T, d]
     out = torch.empty_like(q)
-    rows = max(1, SCORE_BUDGET // (t * t))
+    rows = max(1, SCORE_BUDGET // (t * t))  # (batch x head) rows per chunk
+    block = t if rows > 1 else max(64, SCORE_BUDGET // t)  # long sequences: query rows per chunk instead
     for start in range(0, b * h, rows):
         part = slice(start, start + rows)
-        scores = torch.bmm(q[part] * scale, k[part].transpose(1, 2))  # [r, T, T]
-        torch.bmm(scores.softmax(-1), v[part], out=out[part])  # [r, T, d]
+        keys = k[part].transpose(1, 2)  # [r, d, T]
+        for first in range(0, t, block):
+            rows_q = slice(first, first + block)
+            scores = torch.bmm(q[part, rows_q] * scale, keys)  # [r, blk, T]: every key, so a plain softmax
+            # bf16 softmax: an fp32 one costs 1.6x here and moves outputs by less than one bf16 step
+            torch.bmm(scores.softmax(-1), v[part], out=out[part, rows_q])  # [r, blk, d]
     return out.view(b, h, t, d).transpose(1, 2), None  # [B, T, H, d]
 
 

@@ -1,0 +1,48 @@
+"""The bf16 CPU attention path: the same answer as SDPA within bf16 rounding; fp32 untouched, bit for bit."""
+
+import pytest
+import torch
+
+from ovdet.towers import cpu_attention
+from ovdet.towers.cpu_attention import chunked_attention
+
+
+class _Attention(torch.nn.Module):
+    is_causal = False
+
+
+@pytest.mark.parametrize("batch, tokens, budget", [(2, 50, 10**6), (1, 300, 10**6), (1, 300, 20_000)])
+def test_chunks_give_sdpa_in_bf16(batch, tokens, budget, monkeypatch):
+    """Few (batch x head) rows per chunk, and query-row blocks for long sequences (small budget)."""
+    monkeypatch.setattr(cpu_attention, "SCORE_BUDGET", budget)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(batch, 4, tokens, 16) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # [B, T, H, d]
+    out, _ = chunked_attention(_Attention().eval(), q.bfloat16(), k.bfloat16(), v.bfloat16(), None, scaling=16**-0.5)
+    assert out.shape == ref.shape and out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() < 0.03  # bf16 keeps ~3 significant digits
+
+
+def test_fp32_masks_and_training_keep_the_sdpa_path():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = _Attention().eval()
+    q, k, v = (torch.randn(1, 2, 7, 8) for _ in range(3))
+    ours, _ = chunked_attention(module, q, k, v, None, scaling=0.3)
+    theirs, _ = sdpa_attention_forward(module, q, k, v, None, scaling=0.3)
+    assert torch.equal(ours, theirs)
+
+
+def test_a_vit_tower_uses_it_and_fp32_outputs_are_unchanged(tiny_clip_dir):
+    from transformers import CLIPModel
+
+    from ovdet.models.detector import Detector
+
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
+    assert det.backbone.vision.config._attn_implementation == cpu_attention.NAME
+    plain = CLIPModel.from_pretrained(str(tiny_clip_dir), attn_implementation="sdpa").vision_model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = det.backbone.vision(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
+        theirs = plain(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
+    assert torch.equal(ours, theirs)
