@@ -46,3 +46,25 @@ def test_a_vit_tower_uses_it_and_fp32_outputs_are_unchanged(tiny_clip_dir):
         ours = det.backbone.vision(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
         theirs = plain(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
     assert torch.equal(ours, theirs)
+
+
+def test_row_chunked_mlp_keeps_weights_and_answers(tiny_clip_dir, monkeypatch):
+    """The MLP class swap keeps state_dict keys; bf16 blocks give the unchunked result; fp32 is untouched."""
+    from transformers import CLIPModel
+
+    from ovdet.towers import cpu_mlp
+
+    vision = CLIPModel.from_pretrained(str(tiny_clip_dir)).vision_model.eval()
+    keys = list(vision.state_dict())
+    mlp = vision.encoder.layers[0].mlp
+    x = torch.randn(3, 40, mlp.fc1.in_features)
+    import copy
+
+    with torch.no_grad():
+        plain32, plain16 = mlp(x), copy.deepcopy(mlp).bfloat16()(x.bfloat16())
+        cpu_mlp.chunk_mlps(vision)
+        monkeypatch.setattr(cpu_mlp, "ROWS", 16)  # 120 rows: 8 blocks
+        assert isinstance(mlp, cpu_mlp.RowChunkedMLP) and list(vision.state_dict()) == keys
+        assert torch.equal(mlp(x), plain32)
+        chunked16 = mlp.bfloat16()(x.bfloat16())
+    assert (chunked16.float() - plain16.float()).abs().max() <= 0.02 * plain16.float().abs().max()

@@ -7,6 +7,7 @@ from torch import nn
 
 from ovdet.towers.backbone import DenseFeatures, VisionBackbone
 from ovdet.towers.cpu_attention import use_chunked_attention
+from ovdet.towers.cpu_mlp import chunk_mlps
 
 MERGES = ("pool", "none")
 
@@ -57,6 +58,7 @@ class SiglipVisionBackbone(VisionBackbone):
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         self.merge_norm = nn.LayerNorm(self.width, eps=cfg.layer_norm_eps)
+        chunk_mlps(vision_model)
         use_chunked_attention(vision_model)  # bf16 on CPU only; fp32 keeps SDPA
         self.set_trainable_layers(trainable_layers)
 

@@ -8,6 +8,7 @@ from transformers import CLIPVisionModel
 
 from ovdet.towers.backbone import DenseFeatures, VisionBackbone
 from ovdet.towers.cpu_attention import use_chunked_attention
+from ovdet.towers.cpu_mlp import chunk_mlps
 
 
 class CLIPVisionBackbone(VisionBackbone):
@@ -40,6 +41,7 @@ class CLIPVisionBackbone(VisionBackbone):
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         self.merge_norm = nn.LayerNorm(self.width, eps=cfg.layer_norm_eps)
+        chunk_mlps(vision_model)
         use_chunked_attention(vision_model)  # bf16 on CPU: two GEMMs beat the flash kernel 2x; else SDPA as before
         self.set_trainable_layers(trainable_layers)
 
