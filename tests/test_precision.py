@@ -110,3 +110,32 @@ def test_compiled_backbone_gives_the_same_outputs(detector):
     detector.set_compile(False)
     for key in plain:
         torch.testing.assert_close(fast[key], plain[key], atol=1e-4, rtol=1e-4)
+
+
+def test_int8_swaps_a_quantised_vit_tower_in_and_fp32_back_exactly(tiny_clip_dir):
+    import torch
+
+    from ovdet.models.detector import Detector
+
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    ref = det.predict(x, ["cat"])["logits"]
+    assert det.set_precision("int8") == "int8"
+    assert type(det.backbone.vision.encoder.layers[0].mlp.fc1).__module__.startswith("torch.ao.nn.quantized")
+    quantised = det.predict(x, ["cat"])["logits"]
+    assert not torch.equal(quantised, ref) and (quantised - ref).abs().max() < 1.0
+    assert det.set_precision("fp32") == "fp32" and torch.equal(det.predict(x, ["cat"])["logits"], ref)
+    assert not any("packed" in k for k in det.state_dict())  # saving writes the fp32 tower
+
+
+def test_int8_is_refused_where_it_does_not_apply():
+    import pytest
+
+    from ovdet.models.precision import resolve_precision
+
+    assert resolve_precision("int8", "cpu", "vit") == "int8"
+    assert resolve_precision("auto", "cpu", "vit") in ("fp32", "bf16")  # auto never picks int8
+    for device, kind, tuned, needle in (("cuda", "vit", False, "CPUs only"), ("cpu", "resnet", False, "ResNet"),
+                                        ("cpu", "vit", True, "fine-tuned")):
+        with pytest.raises(ValueError, match=needle):
+            resolve_precision("int8", device, kind, tuned)

@@ -19,6 +19,12 @@ import torch
 from ovdet.benchmark.workload import synthetic_images, synthetic_names
 
 
+def _sync() -> None:
+    """Wait for queued GPU work, so a timing covers it (a no-op on a CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int, before=None) -> dict:
     """Median seconds of `step()` over `runs` calls after `warmup` calls.
 
@@ -33,6 +39,7 @@ def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int,
             before()
         start = time.perf_counter()
         step()
+        _sync()
         took = time.perf_counter() - start
         if i == 0 and took > slow_call_s:
             runs = slow_runs
@@ -45,6 +52,7 @@ def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int,
             before()
         start = time.perf_counter()
         step()
+        _sync()
         times.append(time.perf_counter() - start)
     return {"median_s": float(np.median(times)), "runs": len(times), "times_s": [round(t, 4) for t in times]}
 
@@ -57,7 +65,8 @@ def measure_owlvit(spec: dict) -> dict:
 
     from ovdet.text.tokenizer import clip_tokenizer
 
-    model = OwlViTForObjectDetection.from_pretrained(spec["owlvit_dir"], attn_implementation="sdpa").eval()
+    device = spec.get("device", "cpu")
+    model = OwlViTForObjectDetection.from_pretrained(spec["owlvit_dir"], attn_implementation="sdpa").eval().to(device)
     size = spec["image_size"]
     tokenizer = copy.deepcopy(clip_tokenizer())
     tokenizer.model_max_length = model.config.text_config.max_position_embeddings  # OWL-ViT's: 16 tokens
@@ -69,7 +78,7 @@ def measure_owlvit(spec: dict) -> dict:
 
     @torch.inference_mode()
     def step():
-        inputs = processor(text=[names] * len(images), images=images, return_tensors="pt")
+        inputs = processor(text=[names] * len(images), images=images, return_tensors="pt").to(device)
         return model(**inputs)
 
     return {"full": timed_runs(step, **_timing(spec))}
@@ -79,13 +88,14 @@ def measure_owlv2_reference(spec: dict) -> dict:
     """transformers' Owlv2ForObjectDetection on the benchmark's folder, with its own processor."""
     from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-    model = Owlv2ForObjectDetection.from_pretrained(spec["owl_dir"], attn_implementation="sdpa").eval()
+    device = spec.get("device", "cpu")
+    model = Owlv2ForObjectDetection.from_pretrained(spec["owl_dir"], attn_implementation="sdpa").eval().to(device)
     processor = Owlv2Processor.from_pretrained(spec["owl_dir"])
     images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
 
     @torch.inference_mode()
     def step():
-        return model(**processor(text=[names] * len(images), images=images, return_tensors="pt"))
+        return model(**processor(text=[names] * len(images), images=images, return_tensors="pt").to(device))
 
     return {"full": timed_runs(step, **_timing(spec))}
 
@@ -97,8 +107,9 @@ def owlv2_agreement(detector, owl_dir: str) -> dict:
     model = Owlv2ForObjectDetection.from_pretrained(owl_dir, attn_implementation="sdpa").eval()
     processor = Owlv2Processor.from_pretrained(owl_dir)
     image, names = synthetic_images(1), synthetic_names(5)
+    model.to(detector.device)
     with torch.inference_mode():
-        ref = model(**processor(text=[names], images=image, return_tensors="pt"))
+        ref = model(**processor(text=[names], images=image, return_tensors="pt").to(detector.device))
         out = detector.predict(detector.preprocessor.to_model(image), names)
     return {"pred_boxes": float((out["pred_boxes"] - ref.pred_boxes).abs().max()),
             "logits": float((out["logits"] - ref.logits).abs().max()),
@@ -115,7 +126,7 @@ def measure_ovdet(spec: dict) -> dict:
         detector = Detector.from_pretrained(spec["owl_dir"])  # the very folder transformers loads
     else:
         detector = Detector.from_clip(spec["clip_dir"], image_size=spec["image_size"])
-    detector.eval()
+    detector.eval().to(spec.get("device", "cpu"))
     precision = detector.set_precision(spec["precision"])
     images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
 
@@ -144,8 +155,10 @@ def measure_backbone(detector, pixel_values: torch.Tensor, spec: dict) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if detector.precision == "bf16" else contextlib.nullcontext()
+        torch.autocast(detector.device.type, dtype=torch.bfloat16) if detector.precision == "bf16"
+        else contextlib.nullcontext()
     )
+    pixel_values = pixel_values.to(detector.device)
 
     @torch.inference_mode()
     def step():

@@ -11,7 +11,7 @@ TARGETS = {5: 3.0, 1203: 15.0}  # B/32 @ 768 px: required speedup over OwlViT, b
 COLUMNS = (
     ("model", "model"), ("batch", "batch"), ("queries", "queries"), ("OwlViT img/s", "owlvit_ips"),
     ("ovdet cold text img/s", "cold_ips"), ("ovdet cached text img/s", "cached_ips"), ("precision", "precision"),
-    ("speedup cached", "speedup_cached"), ("speedup cold", "speedup_cold"), ("ovdet fp32 cached img/s", "fp32_ips"),
+    ("speedup cached", "speedup_cached"), ("speedup cold", "speedup_cold"), ("ovdet fp32 cached img/s", "fp32_ips"), ("ovdet int8 cached img/s", "int8_ips"),
     ("ORT img/s", "ort_ips"), ("backbone GFLOP/s (% of GEMM)", "backbone"), ("peak RSS MB OwlViT / ovdet", "rss"),
     ("runs OwlViT / cold / cached", "runs"),
 )  # fmt: skip
@@ -42,9 +42,10 @@ def _row(slot: dict, gemm: dict) -> dict:
     ips = lambda res, part: batch / res[part]["median_s"] if res and part in res else None  # noqa: E731
     owl, ov, ort = slot.get("owlvit"), slot.get("ovdet"), slot.get("ort")
     other = slot.get("ovdet_other", {}).get("fp32")
+    int8 = slot.get("ovdet_other", {}).get("int8")
     row = {k: slot[k] for k in ("model", "batch", "queries")}
     row.update(owlvit_ips=ips(owl, "full"), cold_ips=ips(ov, "cold"), cached_ips=ips(ov, "cached"),
-               fp32_ips=ips(other, "cached"), ort_ips=ips(ort, "cached"),
+               fp32_ips=ips(other, "cached"), int8_ips=ips(int8, "cached"), ort_ips=ips(ort, "cached"),
                precision=ov["precision"] if ov else None, errors=slot["errors"])  # fmt: skip
     row["speedup_cached"] = _ratio(row["cached_ips"], row["owlvit_ips"])
     row["speedup_cold"] = _ratio(row["cold_ips"], row["owlvit_ips"])
@@ -94,7 +95,9 @@ def summary_lines(doc: dict, table: list[dict]) -> list[str]:
     lines = [
         f"Machine: {m['cpu']}, torch threads {m['threads']}, torch {m['torch']}, transformers {m['transformers']}, "
         f"CPU capability {m['torch_cpu_capability']}, bf16 flags {m['cpu_bf16_flags'] or 'none'} "
-        f"(native bf16: {'yes' if m['bf16_supported'] else 'no'}), load average at start {m['load_average'][0]:.1f}.",
+        f"(native bf16: {'yes' if m['bf16_supported'] else 'no'}), load average at start {m['load_average'][0]:.1f}"
+        f"{'; GPU ' + m['gpu'] + ', device ' + doc['settings'].get('device', 'cpu') if m.get('gpu') else ''}.",
+        f"CPU features: {', '.join(m.get('cpu_features', [])) or 'not recorded'}.",
         f"GEMM rate (torch.mm): fp32 {g['fp32']['flops_per_s'] / 1e9:.0f} GFLOP/s (n={g['fp32']['size']}), "
         f"bf16 {g['bf16']['flops_per_s'] / 1e9:.1f} GFLOP/s (n={g['bf16']['size']}).",
     ]
@@ -144,6 +147,10 @@ def target_lines(table: list[dict]) -> list[str]:
         if r and r.get("backbone_fraction") is not None and r["precision"] == "bf16":
             lines.append(f"bf16 backbone share of the bf16 GEMM rate, B/32 batch {r['batch']}: "
                          f"{verdict(100 * r['backbone_fraction'], 60, ' %')}.")
+    for r in table:
+        fp32 = r["cached_ips"] if r["precision"] == "fp32" else r.get("fp32_ips")
+        if r.get("int8_ips") and fp32 and r["queries"] == 5:
+            lines.append(f"int8 vs fp32, {r['model']} batch {r['batch']}: {r['int8_ips'] / fp32:.2f}x.")
     owl = find("owlv2", 1)
     if owl:
         if owl["precision"] == "bf16":

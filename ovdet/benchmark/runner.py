@@ -48,6 +48,7 @@ class BenchmarkSettings:
     onnx_models: list[str] = field(default_factory=list)
     compile: bool = False
     child_timeout_s: float = 1800.0
+    device: str = "cpu"
 
 
 def machine_info(threads: int) -> dict:
@@ -60,6 +61,8 @@ def machine_info(threads: int) -> dict:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_supported": bf16_supported("cpu"),
         "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(), "load_average": os.getloadavg(),
+        "cpu_features": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma"))),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }  # fmt: skip
 
 
@@ -70,11 +73,11 @@ def _cpuinfo_lines() -> list[str]:
 
 def plan(settings: BenchmarkSettings, dirs: dict[str, dict]) -> list[dict]:
     """Every configuration as a child spec (impl, model, batch, queries, precision, paths, timing)."""
-    timing = {k: getattr(settings, k) for k in ("runs", "warmup", "slow_call_s", "slow_runs", "threads")}
+    timing = {k: getattr(settings, k) for k in ("runs", "warmup", "slow_call_s", "slow_runs", "threads", "device")}
     specs = []
     for model in settings.models:
         kind = "resnet" if model == EMBEDDED else "vit"
-        precisions = list(dict.fromkeys(resolve_precision(p, "cpu", kind) for p in settings.precisions))
+        precisions = [p for p in dict.fromkeys(_resolved(p, settings.device, kind) for p in settings.precisions) if p]
         batches = [b for b in settings.batches if b == 1 or model in settings.large_batch_models]
         for batch in batches:
             for queries in settings.queries:
@@ -89,6 +92,14 @@ def plan(settings: BenchmarkSettings, dirs: dict[str, dict]) -> list[dict]:
                 if model in settings.onnx_models and "onnx_paths" in dirs[model]:
                     specs.append({**base, "impl": "onnxruntime", "precision": "fp32"})
     return specs
+
+
+def _resolved(precision: str, device: str, kind: str) -> str | None:
+    """The precision a model runs in, or None where it does not apply (int8 on a ResNet tower or a GPU)."""
+    try:
+        return resolve_precision(precision, device, kind)
+    except ValueError:
+        return None
 
 
 def run_child(spec: dict, timeout_s: float) -> dict:
@@ -158,7 +169,8 @@ def run_benchmark(settings: BenchmarkSettings, log=lambda msg: print(msg, file=s
     torch.set_num_threads(threads)
     started = time.time()
     log("measuring the GEMM rate (fp32, bf16) ...")
-    gemm = {"fp32": gemm_rate(torch.float32), "bf16": gemm_rate(torch.bfloat16)}
+    gemm = {"fp32": gemm_rate(torch.float32, device=settings.device),
+            "bf16": gemm_rate(torch.bfloat16, device=settings.device)}
     with tempfile.TemporaryDirectory(prefix="ovdet-bench-") as tmp:
         dirs = prepare(settings, Path(tmp), log)
         specs = plan(settings, dirs)

@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
                    help="a configuration whose first call takes longer is timed with --slow-runs calls")
     p.add_argument("--slow-runs", type=int, default=3, help="timed calls of a slow configuration")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where both ovdet and transformers run")
     p.add_argument("--image-size", type=int, default=768, help="input side of the ViT models")
     p.add_argument("--large-batch-models", default="b32,embedded,tiny",
                    help="models also measured at the batch sizes above 1")
@@ -62,7 +63,7 @@ def settings_from_args(args: argparse.Namespace):
     settings = BenchmarkSettings(
         models=names(values["models"]), batches=ints(values["batch"]), queries=ints(values["queries"]),
         precisions=names(args.precision), runs=values["runs"], warmup=args.warmup, slow_call_s=values["slow_call_s"],
-        slow_runs=args.slow_runs, threads=args.threads, image_size=values["image_size"],
+        slow_runs=args.slow_runs, threads=args.threads, image_size=values["image_size"], device=args.device,
         large_batch_models=names(args.large_batch_models), onnx_models=names(args.onnx), compile=args.compile,
     )  # fmt: skip
     _check(settings)
@@ -113,6 +114,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The `ovdet benchmark` command that reproduces this run, every option spelled out."""
     parts = ["ovdet benchmark"] + (["--quick"] if args.quick else [])
     for name in ("models", "batch", "queries", "precision", "runs", "warmup", "slow_call_s", "slow_runs", "threads",
+                 "device",
                  "image_size", "large_batch_models", "onnx", "out", "markdown", "section"):  # fmt: skip
         value = getattr(args, name)
         if value not in (None, "") and not (args.quick and name in QUICK):

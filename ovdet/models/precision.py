@@ -59,6 +59,9 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
             raise ValueError(f"int8 (dynamic quantisation) runs on CPUs only; on {torch.device(device).type} use bf16")
         if fine_tuned:
             raise ValueError("int8 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
+        if backbone_kind != "vit":
+            raise ValueError("int8 quantises a ViT tower's Linear layers; this is a ResNet tower (convolutions, and an "
+                             "attention pool that needs float weights), where it gains nothing: use fp32")
         return "int8"
     if fine_tuned:
         if requested == "bf16":
