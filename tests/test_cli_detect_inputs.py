@@ -106,3 +106,27 @@ def test_any_exception_is_one_line_without_escape_sequences(monkeypatch, tmp_pat
     assert main(["detect", str(image), "-q", "cat"]) == 2
     line = _error(capsys)
     assert "RuntimeError: kaput" in line and "\x1b" not in line and "OVDET_TRACEBACK" in line
+
+
+def test_help_of_every_command_shows_real_defaults():
+    from ovdet.cli.main import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in sub.items():
+        assert "(default: None)" not in parser.format_help(), name
+
+
+def test_a_bad_tokenizer_file_in_clip_is_one_line(perturbed_detector, tmp_path, capsys):
+    """Even with checksums re-recorded (a folder the user vouches for), a broken vocab.json is refused plainly."""
+    from ovdet.models.model_folder import record_checksums
+
+    folder = perturbed_detector.save_pretrained(tmp_path / "m")
+    vocab = folder / "clip" / "vocab.json"
+    assert vocab.is_file()
+    vocab.write_text('{"not": "a vocabulary"')  # cut short
+    record_checksums(folder)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert main(["detect", str(image), "-q", "cat", "--model", str(folder)]) == 2
+    line = _error(capsys)
+    assert "vocab.json" in line or "tokenizer" in line or "clip" in line

@@ -7,6 +7,8 @@ import json
 import shlex
 from pathlib import Path
 
+from ovdet.cli import options
+
 QUICK = dict(models="tiny", batch="1,2", queries="3", runs=2, image_size=64, slow_call_s=30.0)
 
 
@@ -19,7 +21,7 @@ def add_parser(sub) -> None:
         "calls after warm-up. OwlViT is timed as its API is used (processor(text, images) then model(**inputs), "
         "text re-encoded every call); ovdet with its text cache cleared every call (cold) and warm (cached). "
         "Also measures this machine's fp32/bf16 GEMM rate and the backbone's achieved fraction of it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.Formatter,
     )
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for a smoke test: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))

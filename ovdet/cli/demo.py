@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ovdet.cli import options
+
 INSTALL_HINT = "ovdet demo needs gradio: install with pip install 'ovdet[demo]'"
 
 
@@ -15,7 +17,7 @@ def add_parser(sub) -> None:
         help="interactive web demo (Gradio): draw detections for free-text queries",
         description="Serve the interactive demo: an image and free-text queries in, labelled boxes, a table and "
         "JSON out; negative queries and one-shot image exemplars. Needs the demo extra: pip install 'ovdet[demo]'.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.Formatter,
     )
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
                    help="ovdet model folder, CLIP folder or cached hub id; default: the embedded ShapeWorld model")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ovdet.cli import options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -14,7 +16,7 @@ def add_parser(sub) -> None:
         "write them, with the names and the model's fingerprint, to a .safetensors file. "
         "`ovdet detect --vocab-cache FILE` then never runs the text tower for these names; a file "
         "made with another model is refused.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.Formatter,
     )
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
                    help="ovdet model folder or CLIP folder/id; default: the embedded ShapeWorld model")

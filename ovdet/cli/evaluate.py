@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ovdet.cli import options
+
 UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random head, these numbers measure nothing"
 EPILOG = """\
 --predictions FILE, by case:
@@ -35,7 +37,7 @@ def add_parser(sub) -> None:
         description="Evaluate an open-vocabulary detector: OV-COCO AP50 novel/base/all (pycocotools) or "
         "LVIS AP/APr/APc/APf (LVIS API). All category names are queried at once (generalized setting).",
         epilog=EPILOG,
-        formatter_class=_Formatter,
+        formatter_class=options.Formatter,
     )
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
                    help="model to run (ovdet, OWL-ViT/OWLv2 or CLIP-family folder); default: the embedded ShapeWorld "
@@ -183,5 +185,4 @@ def print_summary(metrics: dict) -> None:
         print(f"!! {UNTRAINED_BANNER} ({meta.get('model')})", file=sys.stderr)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and the epilog's table kept as written."""
+

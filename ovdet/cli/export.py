@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ovdet.cli import options
+
 FORMATS = ("onnx",)
 
 
@@ -19,7 +21,7 @@ def add_parser(sub) -> None:
         "The file is then run with onnxruntime next to torch on the same images: the max abs difference and "
         "both timings are printed and written, with the vocabulary and preprocessing, to OUT.json. "
         "(`ovdet export-ckpt` is different: it turns a training checkpoint into a model folder.)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.Formatter,
     )
     p.add_argument("--format", choices=FORMATS, default="onnx", help="export format")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ovdet.cli import options
+
 EPILOG = """Examples:
   ovdet shapeworld --out data/sw_train --num-images 20000 --seed 0 --annotate base --crops 2
   ovdet shapeworld --out data/sw_val --num-images 500 --seed 1000      # every shape boxed
@@ -22,7 +24,7 @@ def add_parser(sub) -> None:
         description="Write OUT/images/*.png, OUT/instances.json (COCO, categories marked base/novel) "
         "and OUT/captions.jsonl; with --crops also OUT/crops/ and OUT/crops.jsonl.",
         epilog=EPILOG,
-        formatter_class=_HelpFormatter,
+        formatter_class=options.Formatter,
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--num-images", type=int, required=True, metavar="N", help="number of images")
@@ -82,12 +84,3 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['crops']} crops to {args.out} in {summary['seconds']:.1f} s ({summary['images_per_s']} images/s)"
     )
     return 0
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in --help (not for required options), and the examples kept as written."""
-
-    def _get_help_string(self, action):
-        if action.required or action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)

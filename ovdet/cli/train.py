@@ -8,6 +8,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from ovdet.cli import options
+
 TRAIN_EPILOG = """Hydra overrides, not --options:
   ovdet train experiment=smoke                                         # nothing to prepare
   ovdet train experiment=shapeworld_ovd trainer.max_epochs=5
@@ -38,7 +40,7 @@ def add_parser(sub) -> None:
         help="write a detector model folder from a training checkpoint",
         description="Rebuild the detector stored in a Lightning checkpoint of `ovdet train` and save it as a "
         "model folder that `ovdet detect --model OUT` and Detector.from_pretrained load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=options.Formatter,
     )
     e.add_argument("checkpoint", type=Path, metavar="CKPT", help="a .ckpt written by ovdet train")
     e.add_argument("out", type=Path, metavar="OUT", help="model folder to write (replaced if it exists)")

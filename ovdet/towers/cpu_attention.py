@@ -35,7 +35,7 @@ def chunked_attention(module, query, key, value, attention_mask, dropout: float 
     block = t if rows > 1 else max(64, SCORE_BUDGET // t)  # long sequences: query rows per chunk instead
     for start in range(0, b * h, rows):
         part = slice(start, start + rows)
-        keys = k[part].transpose(1, 2)  # [r, d, T]
+        keys = k[part].transpose(1, 2).contiguous()  # [r, d, T], once: bmm would copy a strided one per block
         for first in range(0, t, block):
             rows_q = slice(first, first + block)
             scores = torch.bmm(q[part, rows_q] * scale, keys)  # [r, blk, T]: every key, so a plain softmax
