@@ -57,7 +57,7 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -223,7 +223,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make the rename itself durable; some file systems do not support it, which is fine."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -26,6 +26,24 @@ gr = pytest.importorskip("gradio")
 from ovdet.demo.app import FAILED, DemoServer, build_app, cleared_outputs  # noqa: E402
 from ovdet.demo.image_input import ImageInput  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def uploads_in_tmp(tmp_path, monkeypatch):
+    """These tests hand ImageInput files directly, as Gradio hands it uploads: make tmp_path the upload folder."""
+    import gradio.utils
+
+    monkeypatch.setattr(gradio.utils, "get_upload_folder", lambda: str(tmp_path))
+
+
+def test_a_path_outside_the_upload_folder_is_never_opened(tmp_path, monkeypatch):
+    import gradio.utils
+
+    outside = tmp_path / "private.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    monkeypatch.setattr(gradio.utils, "get_upload_folder", lambda: str(tmp_path / "uploads"))
+    with pytest.raises(gr.Error, match="not an image file that can be read"):
+        ImageInput(label="Image").preprocess(gr.data_classes.ImageData(path=str(outside)))
+
 BOMB_SIDE = 13_000  # 169 megapixels in a ~170 KB PNG
 
 

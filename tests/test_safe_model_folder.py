@@ -19,21 +19,7 @@ from ovdet.models.detector import Detector
 from ovdet.models.model_folder import record_checksums
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-MARKER = "unpickled.txt"
-
-
-def _touch(path: str) -> None:
-    Path(path).write_text("code from a weights file ran")
-
-
-class Payload:
-    """Unpickling this calls `_touch`: what a malicious pickle would do with os.system."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return _touch, (self.marker,)
+from pickle_payload import MARKER, Payload  # noqa: E402  (tests/ is on sys.path: conftest)
 
 
 @pytest.fixture(scope="module")

@@ -207,6 +207,9 @@ def launch(
         app.queue(max_size=queue_size, default_concurrency_limit=1)
         page = gr.mount_gradio_app(FastAPI(), app, path="/", max_file_size=max_file_size, show_error=False,
                                    ssr_mode=False, run_history=False, footer_links=["api", "gradio"])
+        # Gradio checks that an input file was uploaded only once `launch()` has run; mounted, it never has,
+        # and any server path a client names would be read. Mark it launched so the check applies.
+        app.has_launched = True
         store.pin_existing()  # Gradio's copies of the example scenes
         limits = RequestLimits(page, max_body=2 * max_file_size + 1024**2, body_idle_s=body_idle_s,
                                before_response=lambda upload: store.prune(0 if upload else 30))

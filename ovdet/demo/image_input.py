@@ -52,9 +52,17 @@ component_meta.create_or_modify_pyi = _write_stub  # Gradio's own components kee
 
 
 def _source(payload):
-    """A file Gradio has checked is in its upload folder, or the bytes of a base64 data URL."""
+    """A file inside the demo's upload folder (checked here, whatever Gradio let through), or the bytes of a
+    base64 data URL. A path a client names anywhere else is refused: the server's files are not inputs."""
     if payload.path:
-        return payload.path
+        from pathlib import Path
+
+        from gradio.utils import get_upload_folder
+
+        path, uploads = Path(payload.path).resolve(), Path(get_upload_folder()).resolve()
+        if not path.is_relative_to(uploads) or not path.is_file():
+            raise ValueError("not an upload")
+        return str(path)
     if payload.url and payload.url.startswith("data:"):
         try:
             return io.BytesIO(base64.b64decode(payload.url.split(",", 1)[-1], validate=False))

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ovdet.safe_write import fsync_folder
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` that writes `NAME.ckpt` as a temp file in the same folder, fsyncs it and renames it.
@@ -33,20 +35,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_folder(path.parent)  # the rename itself survives a power cut
+        fsync_folder(path.parent)  # the rename itself survives a power cut
 
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a folder; the rename is still atomic
-    finally:
-        os.close(fd)
 
 
 def use_atomic_checkpoints(trainer) -> None:
