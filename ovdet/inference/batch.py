@@ -86,9 +86,12 @@ def predict_coco(
     records = [rec for batch in batches for rec in batch]
     failed = module.skipped
     if trainer.world_size > 1:
-        records, failed = _gather(records, trainer.global_rank), _gather(failed, trainer.global_rank)
-        if records is None:
+        # One collective for both: a second gather_object made a worker rank abort at exit (gloo, 2 of 3 runs)
+        gathered = _gather([(records, failed)], trainer.global_rank)
+        if gathered is None:
             return None
+        records = [rec for shard, _ in gathered for rec in shard]
+        failed = [f for _, shard in gathered for f in shard]
     if skipped is not None:
         skipped += sorted(failed, key=lambda f: f["id"])
     return sort_results(records, [img["id"] for img in images])
