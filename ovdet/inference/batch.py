@@ -97,10 +97,11 @@ def predict_coco(
     return sort_results(records, [img["id"] for img in images])
 
 
-def _gather(items: list[dict], rank: int) -> list[dict] | None:
+def _gather(items: list, rank: int) -> list | None:
     """Every rank's items on rank 0 (each rank predicted a disjoint shard of the images)."""
     shards = [None] * dist.get_world_size() if rank == 0 else None
     dist.gather_object(items, shards, dst=0)
+    dist.barrier()  # no rank leaves (and tears its gloo threads down) while another is still in the gather
     return [item for shard in shards for item in shard] if rank == 0 else None
 
 
