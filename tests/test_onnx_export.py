@@ -95,3 +95,13 @@ def test_exported_default_model_scores_as_predict_on_the_bundled_scenes(tmp_path
     box_diff = np.abs(boxes - ref["pred_boxes"].numpy()).max()
     print(f"ONNX vs predict on the bundled scenes: max abs diff scores {score_diff:.2e}, boxes {box_diff:.2e}")
     assert score_diff <= 1e-4 and box_diff <= 1e-4
+
+
+def test_cli_export_never_overwrites_a_json_that_is_not_its_sidecar(tiny_clip_dir, tmp_path, capsys):
+    """L1: `--out model.onnx` writes `model.json` beside it; a user's own model.json is refused before exporting."""
+    mine = tmp_path / "model.json"
+    mine.write_text('{"my": "notes"}')
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(tiny_clip_dir), "--out", str(out), "-q", "cat", "--no-check"]) == 2
+    assert "not an `ovdet export` sidecar" in capsys.readouterr().err
+    assert mine.read_text() == '{"my": "notes"}' and not out.exists()

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     queries = validate_queries(args.queries) if args.queries else []
     if not args.out.suffix == ".onnx":
         raise ValueError(f"--out should name a .onnx file, got '{args.out}'")
+    check_sidecar(args.out.with_suffix(".json"))  # before the (slow) export, not after it
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).eval()
     if args.vocab_cache is not None:
@@ -78,9 +79,29 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_check:
         info["check"] = _check(detector, args, embeds, rescore, reference)
     sidecar = args.out.with_suffix(".json")
-    sidecar.write_text(json.dumps(info, indent=2))
+    from ovdet.safe_write import atomic_write_text
+
+    atomic_write_text(sidecar, json.dumps(info, indent=2))
     print(f"wrote {args.out} and {sidecar}")
     return 0
+
+
+SIDECAR_KEYS = {"model", "variant", "inputs", "outputs"}  # what every sidecar this command writes holds
+
+
+def check_sidecar(sidecar: Path) -> None:
+    """The `.json` written beside the `.onnx` file may replace only an earlier sidecar of `ovdet export`."""
+    from ovdet.safe_write import check_output_path
+
+    check_output_path(sidecar, "the sidecar of --out")
+    if sidecar.exists():
+        try:
+            ours = SIDECAR_KEYS <= set(json.loads(sidecar.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"'{sidecar}' exists and is not an `ovdet export` sidecar; it would be overwritten: "
+                             "choose another --out")
 
 
 def _export(detector, args, embeds, rescore: bool, reference) -> None:
