@@ -112,14 +112,12 @@ def expand_images(items: list[str]) -> list[str]:
 
 def check_outputs(args: argparse.Namespace, images: list[str]) -> None:
     """Output paths checked before the model loads: nothing ovdet did not write is ever overwritten."""
-    inputs = {Path(p).resolve() for p in images}
+    from ovdet.safe_write import check_output_folder, check_output_path
+
     if args.out is not None:
-        if args.out.is_dir():
-            raise ValueError(f"--out '{args.out}' is a folder; give a file name such as {args.out / 'results.json'}")
-        if args.out.resolve() in inputs or (args.out.exists() and args.out.suffix.lower() != ".json"):
-            raise ValueError(f"--out '{args.out}' would overwrite a file that is not an ovdet result; name a .json file")
-    if args.draw is not None and args.draw.exists() and not args.draw.is_dir():
-        raise ValueError(f"--draw '{args.draw}' is a file; --draw takes a folder to write PNGs into")
+        check_output_path(args.out, "--out", inputs=[*images, *(path for path, _ in args.exemplars)])
+    if args.draw is not None:
+        check_output_folder(args.draw, "--draw")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
                                   on_error=on_error):
             records[item.index] = image_record(paths[item.index], item.size, model_name, detector.untrained,
                                                item.detections)
-            pipeline[item.index] = [d.to_pipeline() for d in item.detections]
+            if args.out_format == "pipeline":
+                pipeline[item.index] = [d.to_pipeline() for d in item.detections]
             if not args.quiet:
                 print_table([records[item.index]])
             if args.draw:
