@@ -6,7 +6,6 @@ import torch
 from torchvision.ops import batched_nms, box_convert, nms, remove_small_boxes
 
 
-
 class PostProcess:
     """Turn `logits` and `pred_boxes` into per-image `{"boxes", "scores", "labels", "regions"}`.
 
@@ -78,7 +77,8 @@ class PostProcess:
             region = torch.arange(len(best), device=best.device)
         else:
             best = scores.flatten()  # [P*Q]: every pair
-            region, label = torch.div(torch.arange(len(best)), num_queries, rounding_mode="floor"), torch.arange(len(best)) % num_queries
+            pair = torch.arange(len(best), device=best.device)
+            region, label = pair // num_queries, pair % num_queries
         keep = torch.nonzero(best > self.score_threshold).squeeze(1)
         keep = keep[best[keep].argsort(descending=True, stable=True)][: self.max_detections]
         pixels = to_original(boxes[region[keep]].clone(), size, clip=False)
