@@ -136,7 +136,7 @@ def _hub_model_type(name: str) -> str:
     return json.loads(config.read_text()).get("model_type", "")
 
 
-def _json_file(name: str | Path, filename: str) -> dict | None:
+def json_file(name: str | Path, filename: str) -> dict | None:
     path = Path(name)
     if path.is_dir():
         file = path / filename
@@ -248,7 +248,7 @@ def _tokenizer_for(path: Path):
 
 def _normalisation_for(name: str | Path, mean=OPENAI_MEAN, std=OPENAI_STD) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Pixel mean/std from the model's preprocessor config, else the family's defaults."""
-    data = _json_file(name, "preprocessor_config.json") or {}
+    data = json_file(name, "preprocessor_config.json") or {}
     if "image_mean" in data and "image_std" in data:
         return tuple(data["image_mean"]), tuple(data["image_std"])
     return tuple(mean), tuple(std)
@@ -256,7 +256,7 @@ def _normalisation_for(name: str | Path, mean=OPENAI_MEAN, std=OPENAI_STD) -> tu
 
 def config_model_type(name: str | Path) -> str | None:
     """`model_type` of a transformers folder's config.json (None when it has none)."""
-    data = _json_file(name, "config.json") or {}
+    data = json_file(name, "config.json") or {}
     return data.get("model_type") if isinstance(data, dict) else None
 
 

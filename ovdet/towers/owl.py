@@ -10,12 +10,11 @@ transformers' (tests/test_owl.py).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from ovdet.towers.loader import from_pretrained_checked, owl_towers
+from ovdet.towers.loader import from_pretrained_checked, json_file, owl_towers
 
 KINDS = ("owlvit", "owlv2")
 PREPROCESS = {"owlvit": "stretch", "owlv2": "pad_gaussian"}
@@ -23,13 +22,8 @@ BOX_LAYERS = 3  # dense0..dense2 of OWL's box (and OWLv2's objectness) head
 
 
 def _model_type(path: Path) -> tuple[str | None, list[str]]:
-    config = path / "config.json"
-    if not config.is_file():
-        return None, []
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, []
+    """`model_type` and `architectures` of a local folder's config.json ((None, []) when it has none)."""
+    data = json_file(path, "config.json") if Path(path).is_dir() else None
     return (data.get("model_type"), data.get("architectures") or []) if isinstance(data, dict) else (None, [])
 
 
@@ -71,11 +65,8 @@ def load_owl_detector(detector_cls, path: str | Path, trainable_layers: int = 0,
 
 def _processor_size(path: Path) -> int | None:
     """The square side the checkpoint's image processor resizes to (preprocessor_config.json `size`)."""
-    config = path / "preprocessor_config.json"
-    try:
-        size = json.loads(config.read_text(encoding="utf-8")).get("size") if config.is_file() else None
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
+    data = json_file(path, "preprocessor_config.json")
+    size = data.get("size") if isinstance(data, dict) else None
     if isinstance(size, dict) and isinstance(size.get("height"), int) and size.get("height") == size.get("width"):
         return size["height"]
     return None
