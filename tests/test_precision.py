@@ -135,7 +135,65 @@ def test_int8_is_refused_where_it_does_not_apply():
 
     assert resolve_precision("int8", "cpu", "vit") == "int8"
     assert resolve_precision("auto", "cpu", "vit") in ("fp32", "bf16")  # auto never picks int8
-    for device, kind, tuned, needle in (("cuda", "vit", False, "CPUs only"), ("cpu", "resnet", False, "ResNet"),
-                                        ("cpu", "vit", True, "fine-tuned")):
+    assert resolve_precision("int8", "cpu", "resnet") == "int8"  # convolutions, statically (ovdet.towers.resnet_int8)
+    for device, kind, tuned, needle in (("cuda", "vit", False, "CPUs only"), ("cuda", "resnet", False, "CPUs only"),
+                                        ("cpu", "vit", True, "fine-tuned"), ("cpu", "resnet", True, "fine-tuned")):
         with pytest.raises(ValueError, match=needle):
             resolve_precision("int8", device, kind, tuned)
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return Detector.from_pretrained(EMBEDDED).eval()
+
+
+def test_int8_resnet_quantises_the_convolutions_and_keeps_the_detections(embedded):
+    from ovdet.towers.resnet_int8 import Int8ResNet
+
+    scene = Image.open(SCENE).convert("RGB")
+    names = ["circle", "square", "star", "heart", "triangle"]
+    x = embedded.preprocessor.to_model([scene])
+    plain, ref = embedded.predict(x, names), embedded.detect(scene, names)[0]
+    keys = set(embedded.state_dict())
+    assert embedded.set_precision("int8") == "int8"
+    tower = embedded.backbone.vision
+    assert isinstance(tower, Int8ResNet)
+    kinds = {type(m).__module__ for m in tower.modules()}
+    assert any(k.startswith("torch.ao.nn.intrinsic.quantized") for k in kinds), kinds  # conv+BN+ReLU fused, int8
+    fast, got = embedded.predict(x, names), embedded.detect(scene, names)[0]
+    assert not torch.equal(fast["logits"], plain["logits"])
+    assert (fast["pred_boxes"] - plain["pred_boxes"]).abs().max() < 0.03
+    best = lambda out: out["logits"].sigmoid().amax(1)  # [B, Q]: re-scoring masks all but its top regions
+    assert (best(fast) - best(plain)).abs().max() < 0.05
+    assert [d.query for d in got] == [d.query for d in ref]
+    for a, b in zip(got, ref):
+        assert np.abs(np.subtract(a.box, b.box)).max() < 3.0 and abs(a.score - b.score) < 0.03, (a, b)
+    assert embedded.set_precision("fp32") == "fp32"
+    assert torch.equal(embedded.predict(x, names)["logits"], plain["logits"])  # the fp32 tower is back, untouched
+    assert set(embedded.state_dict()) == keys
+
+
+def test_int8_resnet_is_deterministic_and_its_image_and_crop_copies_agree(embedded):
+    from ovdet.towers.resnet_int8 import calibration_batches, default_calibration_images, int8_resnet
+
+    vision = embedded.backbone.vision
+    batches = calibration_batches(embedded.preprocessor, embedded.backbone.crop_size, default_calibration_images(3))
+    one, two = int8_resnet(vision, batches), int8_resnet(vision, batches)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(one.images(x), two.images(x))  # fixed calibration: the same int8 model every time
+        assert torch.equal(one.images(x), one.crops(x))  # the two copies share every quantisation parameter
+
+
+def test_int8_resnet_calibration_images_are_used_and_checked(embedded):
+    from ovdet.towers.resnet_int8 import int8_resnet
+
+    embedded.set_precision("int8")
+    default = embedded.backbone.vision.images.stem.conv1.scale
+    rng = np.random.default_rng(0)
+    noise = [Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)) for _ in range(2)]
+    embedded.set_precision("int8", calibration=noise)
+    assert embedded.backbone.vision.images.stem.conv1.scale != default
+    embedded.set_precision("fp32")
+    with pytest.raises(ValueError, match="calibration images"):
+        int8_resnet(embedded.backbone.vision, [])

@@ -54,8 +54,9 @@ def add_parser(sub) -> None:
     options.add_device(p)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="vision tower dtype; auto: bf16 where the hardware has fast bf16 GEMMs (CUDA, "
-                        "AVX512-BF16/AMX CPUs) and the tower gains from it (ViT), else fp32; int8: dynamic "
-                        "quantisation of the tower's linear layers, for CPUs without bf16 (CPU only)")
+                        "AVX512-BF16/AMX CPUs) and the tower gains from it (ViT), else fp32; int8, for CPUs "
+                        "without bf16 (CPU only): a ViT's linear layers quantised dynamically, a ResNet's "
+                        "convolutions statically (calibrated once on 64 fixed ShapeWorld scenes)")
     p.add_argument("--vocab-cache", type=Path, default=None, metavar="FILE",
                    help="text embeddings from `ovdet embed-vocab`; with no -q its names are the queries")
     p.add_argument("--out", type=Path, default=None, metavar="JSON", help="write results as JSON, one record per image")

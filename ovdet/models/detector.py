@@ -137,11 +137,12 @@ class Detector(nn.Module):
     # ---- speed (answers unchanged within bf16 rounding; see ovdet.models.precision) -------------
     precision = "fp32"
 
-    def set_precision(self, precision: str = "auto") -> str:
-        """Run the vision tower in "bf16" or "fp32" ("auto": bf16 where it is faster); returns what is in force."""
+    def set_precision(self, precision: str = "auto", calibration: list | None = None) -> str:
+        """Run the vision tower in "bf16", "int8" or "fp32" ("auto": bf16 where it is faster); returns what is
+        in force. `calibration`: images a ResNet tower's int8 activation ranges are taken from."""
         from ovdet.models.precision import set_precision
 
-        return set_precision(self, precision)
+        return set_precision(self, precision, calibration)
 
     def set_compile(self, enabled: bool = True, **options) -> None:
         """Compile the vision backbone with `torch.compile` (in place, state_dict unchanged), or undo it."""

@@ -11,6 +11,8 @@ from torch import nn
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # CPU flags of native bf16 matrix instructions (Linux /proc/cpuinfo names).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags of int8 dot-product instructions (VNNI, AMX), with which 8-bit activations do not overflow.
+CPU_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @lru_cache(maxsize=1)
@@ -59,9 +61,6 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
             raise ValueError(f"int8 (dynamic quantisation) runs on CPUs only; on {torch.device(device).type} use bf16")
         if fine_tuned:
             raise ValueError("int8 is for inference with a frozen vision tower; this one is being fine-tuned, use fp32")
-        if backbone_kind != "vit":
-            raise ValueError("int8 quantises a ViT tower's Linear layers; this is a ResNet tower (convolutions, and an "
-                             "attention pool that needs float weights), where it gains nothing: use fp32")
         return "int8"
     if fine_tuned:
         if requested == "bf16":
@@ -108,14 +107,16 @@ def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tup
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
-def set_precision(detector, precision: str = "auto") -> str:
+def set_precision(detector, precision: str = "auto", calibration: list | None = None) -> str:
     """Run a Detector's vision tower in "bf16", "int8" or "fp32"; "auto" picks bf16 only where it is faster
     (`resolve_precision`), never int8. Call after moving the model to its device.
 
     bf16 casts the frozen tower's weights once and "fp32" restores them exactly (`Bf16Weights`); int8
-    swaps in a dynamically quantised copy of the tower (`int8_tower`) and "fp32" swaps the original back.
-    The head, the text tower and every output stay fp32, and saving always writes the fp32 tower.
-    Returns the precision now in force.
+    swaps in a quantised copy of the tower and "fp32" swaps the original back: a ViT's Linear layers
+    quantised dynamically (`int8_tower`), a ResNet's convolutions statically, their activation ranges
+    taken from `calibration` images (PIL images; default `default_calibration_images`, ShapeWorld
+    scenes: pass photos for a tower trained on photos). The head, the text tower and every output stay
+    fp32, and saving always writes the fp32 tower. Returns the precision now in force.
     """
     from ovdet.towers.vision_resnet import CLIPResNetBackbone
 
@@ -129,8 +130,9 @@ def set_precision(detector, precision: str = "auto") -> str:
     weights = detector.__dict__.setdefault("_bf16_weights", Bf16Weights(vision))
     weights.set(resolved == "bf16")
     if resolved == "int8":
-        if state["int8"] is None:
-            state["int8"] = int8_tower(vision)
+        if state["int8"] is None or calibration is not None:
+            state["int8"] = (int8_resnet_tower(detector, vision, calibration) if kind == "resnet"
+                             else int8_tower(vision))
         backbone.vision = state["int8"]
     detector.precision = resolved
     return resolved
@@ -138,7 +140,7 @@ def set_precision(detector, precision: str = "auto") -> str:
 
 def int8_tower(vision: nn.Module) -> nn.Module:
     """A copy of a frozen tower whose Linear layers are int8 with per-call activation scales (torch's
-    dynamic quantisation: VNNI / AMX int8 GEMMs on x86). Convolutions (ResNet) stay fp32."""
+    dynamic quantisation: VNNI / AMX int8 GEMMs on x86); for ViT towers (ResNets: `int8_resnet_tower`)."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
@@ -146,6 +148,17 @@ def int8_tower(vision: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice: nothing a user can act on
         return quantize_dynamic(vision, {nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+
+
+def int8_resnet_tower(detector, vision: nn.Module, calibration: list | None) -> nn.Module:
+    """A ResNet tower with int8 convolutions, calibrated on `calibration` images (see `ovdet.towers.resnet_int8`)."""
+    from ovdet.towers.resnet_int8 import calibration_batches, default_calibration_images, int8_resnet
+
+    images = default_calibration_images() if calibration is None else list(calibration)
+    batches = calibration_batches(detector.preprocessor, detector.backbone.crop_size, images)
+    # 8-bit activations where int8 dot products cannot overflow (VNNI, AMX), else torch's 7-bit x86 default
+    backend = "onednn" if CPU_INT8_FLAGS & cpu_flags() else "x86"
+    return int8_resnet(vision, batches, backend)
 
 
 def set_compile(detector, enabled: bool = True, **options) -> None:
