@@ -97,3 +97,22 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     assert all(r["speedup_cached"] > 0 and r["rss_ovdet_mb"] > 0 and r["backbone_gflops"] > 0 and r["ort_ips"] > 0
                for r in table)  # fmt: skip
     assert markers()[0] in md.read_text()
+
+
+def test_backbone_flops_are_counted_on_every_fast_path(tiny_clip_dir):
+    """fp32 SDPA on a CPU and oneDNN's prepacked Linear have no FLOP formula in torch; counts must not drop."""
+    import torch
+
+    from ovdet.benchmark.measure import measure_backbone
+    from ovdet.models.detector import Detector
+    from ovdet.towers.cpu_linear import unpack
+
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
+    x, spec = torch.randn(2, 3, 64, 64), {"runs": 1, "warmup": 0, "slow_call_s": 8.0, "slow_runs": 1}
+    counts = {}
+    for precision in ("fp32", "bf16"):
+        det.set_precision(precision)
+        counts[precision] = measure_backbone(det, x, spec)["flops"]
+    unpack(det.backbone.vision)
+    counts["plain"] = measure_backbone(det, x, spec)["flops"]
+    assert counts["fp32"] == counts["bf16"] == counts["plain"] > 0  # "plain": aten addmm and bmm, all counted

@@ -44,6 +44,7 @@ def test_auto_precision_follows_hardware_and_backbone(monkeypatch):
 def test_bf16_matches_fp32_and_switching_back_is_exact(detector):
     x = torch.randn(2, 3, 64, 64)
     queries = ["red circle", "blue square", "star"]
+    assert detector.set_precision("fp32") == "fp32"  # fp32 as set_precision runs it (prepacked Linear layers)
     plain = _outputs(detector, x, queries)
     assert detector.set_precision("bf16") == "bf16"
     assert detector.backbone.vision.embeddings.patch_embedding.weight.dtype == torch.bfloat16
@@ -119,6 +120,7 @@ def test_int8_swaps_a_quantised_vit_tower_in_and_fp32_back_exactly(tiny_clip_dir
 
     det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
     x = torch.randn(1, 3, 64, 64)
+    det.set_precision("fp32")
     ref = det.predict(x, ["cat"])["logits"]
     assert det.set_precision("int8") == "int8"
     assert type(det.backbone.vision.encoder.layers[0].mlp.fc1).__module__.startswith("torch.ao.nn.quantized")
@@ -153,6 +155,7 @@ def test_int8_resnet_quantises_the_convolutions_and_keeps_the_detections(embedde
     scene = Image.open(SCENE).convert("RGB")
     names = ["circle", "square", "star", "heart", "triangle"]
     x = embedded.preprocessor.to_model([scene])
+    embedded.set_precision("fp32")
     plain, ref = embedded.predict(x, names), embedded.detect(scene, names)[0]
     keys = set(embedded.state_dict())
     assert embedded.set_precision("int8") == "int8"

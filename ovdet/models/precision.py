@@ -116,8 +116,11 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     quantised dynamically (`int8_tower`), a ResNet's convolutions statically, their activation ranges
     taken from `calibration` images (PIL images; default `default_calibration_images`, ShapeWorld
     scenes: pass photos for a tower trained on photos). The head, the text tower and every output stay
-    fp32, and saving always writes the fp32 tower. Returns the precision now in force.
+    fp32, and saving always writes the fp32 tower. On a CPU the Linear layers of the tower and the head
+    then run with oneDNN-prepacked weights (`ovdet.towers.cpu_linear`: bf16 bit-identical, fp32 within
+    rounding). Returns the precision now in force.
     """
+    from ovdet.towers.cpu_linear import pack, unpack
     from ovdet.towers.vision_resnet import CLIPResNetBackbone
 
     backbone = detector.backbone
@@ -129,11 +132,15 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     resolved = resolve_precision(precision, detector.device, kind, any(p.requires_grad for p in vision.parameters()))
     weights = detector.__dict__.setdefault("_bf16_weights", Bf16Weights(vision))
     weights.set(resolved == "bf16")
+    unpack(vision)  # quantisation and casts want plain nn.Linear layers
     if resolved == "int8":
         if state["int8"] is None or calibration is not None:
             state["int8"] = (int8_resnet_tower(detector, vision, calibration) if kind == "resnet"
                              else int8_tower(vision))
         backbone.vision = state["int8"]
+    on_cpu = detector.device.type == "cpu"
+    for module in (backbone.vision, detector.head):
+        pack(module) if on_cpu else unpack(module)  # oneDNN-prepacked Linear weights (ovdet.towers.cpu_linear)
     detector.precision = resolved
     return resolved
 

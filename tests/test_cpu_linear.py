@@ -1,0 +1,112 @@
+"""Prepacked oneDNN Linear layers: bf16 bit-identical, fp32 within rounding, and the plain forward wherever packing
+must not apply (training, changed weights, tracing)."""
+
+import pytest
+import torch
+from torch import nn
+
+from ovdet.towers.cpu_linear import PACKED, PackedLinear, pack, packing_available, unpack
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="torch built without oneDNN")
+
+
+def _layer(dtype=torch.float32, bias=True):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(48, 96, bias=bias), nn.GELU(), nn.Linear(96, 16, bias=bias)).eval().to(dtype)
+
+
+@pytest.mark.parametrize("rows", [(1, 7, 48), (3, 48), (2, 577, 48)])
+def test_bf16_packed_is_bit_identical_and_fp32_within_rounding(rows):
+    x = torch.randn(*rows)
+    for dtype, exact in ((torch.bfloat16, True), (torch.float32, False)):
+        net = _layer(dtype)
+        with torch.no_grad():
+            plain = net(x.to(dtype))
+            assert pack(net) == 2 and all(type(m) is PackedLinear for m in (net[0], net[2]))
+            fast = net(x.to(dtype))
+        assert fast.dtype == dtype and fast.shape == plain.shape
+        if exact:
+            assert torch.equal(fast, plain)
+        else:
+            torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_path_is_really_taken_and_unpack_restores_plain_linear(monkeypatch):
+    net = _layer(torch.bfloat16)
+    pack(net)
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        net(torch.randn(2, 48).bfloat16())
+    assert len(calls) == 2
+    unpack(net)
+    assert type(net[0]) is nn.Linear and PACKED not in net[0].__dict__
+    with torch.no_grad():
+        net(torch.randn(2, 48).bfloat16())
+    assert len(calls) == 2  # plain again
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_packed_layers_deep_copy_and_pickle():
+    import copy
+    import pickle
+
+    net = _layer()
+    pack(net)
+    x = torch.randn(3, 48)
+    twin, thawed = copy.deepcopy(net), pickle.loads(pickle.dumps(net))
+    with torch.no_grad():
+        for other in (twin, thawed):
+            assert PACKED not in other[0].__dict__
+            torch.testing.assert_close(other(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_changed_weights_are_repacked():
+    net = _layer()
+    pack(net)
+    x = torch.randn(4, 48)
+    with torch.no_grad():
+        before = net(x)
+        net.load_state_dict({k: v * 2 for k, v in net.state_dict().items()})  # in-place copies bump the version
+        after = net(x)
+        unpack(net)
+        expected = net(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_autograd_and_bf16_autocast_take_the_right_path():
+    net = _layer()
+    pack(net)
+    x = torch.randn(5, 48, requires_grad=True)
+    net(x).sum().backward()  # grad enabled, trainable weights: the plain forward, so gradients flow
+    assert net[0].weight.grad is not None and x.grad is not None
+    bf16 = _layer(torch.bfloat16)
+    pack(bf16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bf16(torch.randn(5, 48))  # fp32 input under bf16 autocast: cast, as F.linear would be
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        with pytest.raises(RuntimeError):
+            bf16(torch.randn(5, 48))  # no autocast: the plain forward's own dtype error, not a silent cast
+
+
+def test_detector_set_precision_packs_the_tower_and_head(tiny_clip_dir):
+    from ovdet.models.detector import Detector
+
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    plain = det.predict(x, ["cat", "dog"])
+    det.set_precision("fp32")
+    kinds = {type(m) for m in [*det.backbone.vision.modules(), *det.head.modules()] if isinstance(m, nn.Linear)}
+    assert kinds == {PackedLinear}
+    fast = det.predict(x, ["cat", "dog"])
+    for key in ("pred_boxes", "logits", "objectness"):
+        torch.testing.assert_close(fast[key], plain[key], rtol=1e-4, atol=1e-4)
+    keys = set(det.state_dict())
+    det.set_precision("bf16")
+    assert det.backbone.vision.encoder.layers[0].mlp.fc1.__dict__[PACKED][0].dtype == torch.bfloat16
+    det.set_precision("fp32")
+    assert set(det.state_dict()) == keys
+    assert det.backbone.vision.encoder.layers[0].mlp.fc1.__dict__[PACKED][0].dtype == torch.float32
