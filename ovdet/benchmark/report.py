@@ -89,6 +89,14 @@ def cell(row: dict, key: str) -> str:
     return str(value)
 
 
+def _gemm_text(name: str, rate: dict) -> str:
+    """"fp32 420 GFLOP/s (torch.mm 190, prepacked 420; n=2048)"; older results have torch.mm only."""
+    parts = [f"torch.mm {rate.get('mm_flops_per_s', rate['flops_per_s']) / 1e9:.0f}"]
+    if rate.get("packed_flops_per_s"):
+        parts.append(f"prepacked {rate['packed_flops_per_s'] / 1e9:.0f}")
+    return f"{name} {rate['flops_per_s'] / 1e9:.0f} GFLOP/s ({', '.join(parts)}; n={rate['size']})"
+
+
 def summary_lines(doc: dict, table: list[dict]) -> list[str]:
     """The machine, the GEMM ceilings and the issue's targets, checked against this run."""
     m, g = doc["machine"], doc["gemm"]
@@ -98,8 +106,8 @@ def summary_lines(doc: dict, table: list[dict]) -> list[str]:
         f"(native bf16: {'yes' if m['bf16_supported'] else 'no'}), load average at start {m['load_average'][0]:.1f}"
         f"{'; GPU ' + m['gpu'] + ', device ' + doc['settings'].get('device', 'cpu') if m.get('gpu') else ''}.",
         f"CPU features: {', '.join(m.get('cpu_features', [])) or 'not recorded'}.",
-        f"GEMM rate (torch.mm): fp32 {g['fp32']['flops_per_s'] / 1e9:.0f} GFLOP/s (n={g['fp32']['size']}), "
-        f"bf16 {g['bf16']['flops_per_s'] / 1e9:.1f} GFLOP/s (n={g['bf16']['size']}).",
+        "GEMM rate (the ceiling of the % column; best of torch.mm and oneDNN's prepacked Linear): "
+        + ", ".join(_gemm_text(name, g[name]) for name in ("fp32", "bf16")) + ".",
     ]
     lines += target_lines(table)
     reduced = [r for r in table if any(n < doc["settings"]["runs"] for n in r["runs"].values())]
