@@ -76,9 +76,12 @@ def _hf_outputs(model, processor, pixel_values, interpolate=False):
 
 
 @pytest.mark.parametrize("size", [SIZE, 96])  # native, and interpolated position embeddings (6 x 6 grid)
-def test_outputs_equal_transformers(owl, size):
+@pytest.mark.parametrize("fast", [False, True])  # set_precision("fp32"): oneDNN-prepacked Linear layers
+def test_outputs_equal_transformers(owl, size, fast):
     kind, folder, model = owl
     det = load_owl_detector(folder, image_size=size)
+    if fast:
+        det.set_precision("fp32")
     pixels = torch.randn(1, 3, size, size)
     ref = _hf_outputs(model, _processor(folder, kind), pixels, interpolate=size != SIZE)
     out = det.predict(pixels, QUERIES, templates="single")
@@ -86,7 +89,8 @@ def test_outputs_equal_transformers(owl, size):
     # 1e-5, relative where |logit| > 1: random weights give logits near 90, where one fp32 step is 7.6e-6
     assert ((out["logits"] - ref.logits).abs() / ref.logits.abs().clamp(min=1)).max() <= 1e-5
     if kind == "owlv2":
-        assert (out["objectness"] - ref.objectness_logits).abs().max() <= 1e-5
+        ref_obj = ref.objectness_logits  # in the hundreds here: one fp32 step is 3e-5 at 300
+        assert ((out["objectness"] - ref_obj).abs() / ref_obj.abs().clamp(min=1)).max() <= 1e-5
 
 
 def test_from_pretrained_reads_the_folder_as_a_trained_detector(owl):

@@ -166,7 +166,9 @@ def target_lines(table: list[dict]) -> list[str]:
         lines.append(f"OWLv2 B/16 @ 960 px, batch 1, 5 queries, fp32 vs transformers: {verdict(owl.get('speedup_fp32'), 1.1)}.")
         agree = owl.get("agreement")
         if agree:
-            shown = ", ".join(f"{k} {v:.2g}" for k, v in agree.items())
+            scale = agree.get("largest", {})
+            shown = ", ".join(f"{k} {v:.2g}" + (f" (largest |value| {scale[k]:.3g})" if k in scale else "")
+                              for k, v in agree.items() if k != "largest")
             lines.append(f"OWLv2 outputs, ovdet fp32 vs transformers on identical weights (max abs diff): {shown}.")
     return lines
 
