@@ -49,8 +49,8 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
         requested: what the user asked for; "bf16" is honoured even where it is slow.
         device: where the detector runs.
         backbone_kind: "vit" or "resnet". On CPU, "auto" keeps a ResNet in fp32: its small
-            convolutions measured 10-17x slower in bf16 than fp32 even on an AVX512-BF16 EPYC,
-            while a ViT's large GEMMs run ~4x faster.
+            convolutions ran 10-17x slower in bf16 in pretraining, and at inference gain at most
+            1.35x on an AVX512-BF16 EPYC (docs/PERFORMANCE.md), while a ViT's GEMMs run 2-3x faster.
         fine_tuned: the tower is being trained; bf16 is for inference, so "auto" keeps fp32 and
             "bf16" is refused.
     """
