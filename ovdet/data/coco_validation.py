@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections import Counter
 from pathlib import Path
 
 from pycocotools.coco import COCO
+
+from ovdet.json_file import read_json_file
 
 
 def load_coco(path: str | Path) -> tuple[COCO, Counter]:
@@ -39,10 +40,7 @@ def load_coco(path: str | Path) -> tuple[COCO, Counter]:
 def read_coco_json(path: str | Path) -> tuple[dict, Counter]:
     """The parsed, checked and cleaned json; raises ValueError for a file that cannot be trusted."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"annotation file '{path}' is not valid JSON ({err})") from None
+    data = read_json_file(path, f"annotation file '{path}'")
     if not isinstance(data, dict):
         raise ValueError(f"annotation file '{path}' holds a JSON {type(data).__name__}, not a COCO object")
     _check_top_level(data, path)

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from ovdet.json_file import read_json_file
+
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 MAX_PER_IMAGE = 300  # LVIS keeps 300 per image; COCO's challenge allows 100
 CHUNK_CHARS = 1 << 20
@@ -29,11 +31,7 @@ def load_json(source: str | Path | dict | list) -> dict | list:
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"json file '{path}' not found")
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"'{path}' is not valid JSON ({err})") from None
+    return read_json_file(path)
 
 
 def load_predictions(

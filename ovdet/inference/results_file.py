@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ovdet.json_file import read_json_file
 from ovdet.safe_write import atomic_write_text
 
 
@@ -32,10 +33,7 @@ def read_meta(predictions: str | Path) -> dict:
     side = meta_path(predictions)
     if not side.is_file():
         return {}
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"'{side}' (what produced '{predictions}') is not valid JSON ({err}); delete it") from None
+    meta = read_json_file(side, f"'{side}' (what produced '{predictions}')", "; delete it")
     if not isinstance(meta, dict):
         raise ValueError(f"'{side}' (what produced '{predictions}') must hold a JSON object; delete it")
     return meta

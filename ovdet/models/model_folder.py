@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from ovdet.errors import ModelNotAvailableError, OvdetError
+from ovdet.json_file import read_json_file
 from ovdet.safe_write import check_replaceable, folder_entries, replace_folder
 
 CONFIG_NAME = "config.json"
@@ -45,10 +46,7 @@ def read_config(folder: Path) -> dict | None:
                 "save it again (Detector.save_pretrained or `ovdet export-ckpt`)"
             )
         return None
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelNotAvailableError(f"'{config_file}' is not valid JSON ({err}); save the model again") from None
+    config = read_json_file(config_file, fix="; save the model again", error=ModelNotAvailableError)
     if not isinstance(config, dict) or config.get("model_type") != "ovdet":
         return None  # a transformers CLIP folder (model_type "clip"): loaded with a fresh head
     _check_config(config, config_file)

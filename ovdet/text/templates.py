@@ -6,6 +6,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from ovdet.json_file import read_json_file
+
 _TEMPLATE_FILE = Path(__file__).with_name("templates.json")
 
 
@@ -52,10 +54,7 @@ def resolve_templates(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...
 def _read_template_file(path: Path):
     if not path.is_file():
         raise ValueError(f"template file '{path}' not found; give a .json list of templates or a set name")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"template file '{path}' is not valid JSON ({err})") from None
+    return read_json_file(path, f"template file '{path}'")
 
 
 def _one_placeholder(template: str) -> bool:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ovdet.errors import ModelNotAvailableError
+from ovdet.json_file import read_json_file
 from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
 from ovdet.towers.loaded_clip import LoadedCLIP
 
@@ -144,10 +145,7 @@ def json_file(name: str | Path, filename: str) -> dict | None:
         file = _hub_file(str(name), filename) if _HUB_ID.match(str(name)) else None
     if file is None or not file.is_file():
         return None
-    try:
-        return json.loads(file.read_text())
-    except ValueError as err:
-        raise ModelNotAvailableError(f"'{file}' is not valid JSON ({err})") from None
+    return read_json_file(file, error=ModelNotAvailableError)
 
 
 def from_pretrained_checked(model_class, name: str):
