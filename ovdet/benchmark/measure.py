@@ -168,10 +168,13 @@ def _cpu_flash_flops(query_shape, key_shape, value_shape, *args, out_shape=None,
 
 # Ops torch's FlopCounterMode has no formula for: without them fp32 SDPA on a CPU counted 0 FLOPs
 # (OWLv2 fp32: 616 of 1094 GFLOP) and so did every prepacked Linear.
-UNCOUNTED_FLOPS = {
-    torch.ops.mkldnn._linear_pointwise: _linear_pointwise_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flops,
-}
+def _uncounted_flops() -> dict:
+    from ovdet.towers.cpu_linear import packing_available
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flops}
+    if packing_available():  # a torch without oneDNN has no such op to name
+        mapping[torch.ops.mkldnn._linear_pointwise] = _linear_pointwise_flops
+    return mapping
 
 
 def measure_backbone(detector, pixel_values: torch.Tensor, spec: dict) -> dict:
@@ -189,7 +192,7 @@ def measure_backbone(detector, pixel_values: torch.Tensor, spec: dict) -> dict:
         with autocast:
             return detector.backbone(pixel_values)
 
-    counter = FlopCounterMode(display=False, custom_mapping=UNCOUNTED_FLOPS)
+    counter = FlopCounterMode(display=False, custom_mapping=_uncounted_flops())
     with counter:
         step()
     timing = timed_runs(step, **_timing(spec))

@@ -139,8 +139,11 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
                              else int8_tower(vision))
         backbone.vision = state["int8"]
     on_cpu = detector.device.type == "cpu"
-    for module in (backbone.vision, detector.head):
-        pack(module) if on_cpu else unpack(module)  # oneDNN-prepacked Linear weights (ovdet.towers.cpu_linear)
+    for module in (backbone.vision, detector.head):  # oneDNN-prepacked Linear weights (ovdet.towers.cpu_linear)
+        if on_cpu:
+            pack(module)
+        else:
+            unpack(module)
     detector.precision = resolved
     return resolved
 
