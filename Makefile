@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What a new venv takes on disk (torch 2.14.1 is a CUDA build: 4.4 GB with its nvidia libraries; 6.7 GB in all).
+INSTALL_GB ?= 7
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -12,6 +14,7 @@ install: $(STAMP)
 
 # Re-run the install only when the packaging changes; torch pinned to the build on this disk.
 $(STAMP): pyproject.toml
+	@$(PY) tools/check_install_space.py $(VENV) --need-gb $(INSTALL_GB)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
