@@ -11,9 +11,10 @@ class _Attention(torch.nn.Module):
     is_causal = False
 
 
-@pytest.mark.parametrize("batch, tokens, budget", [(2, 50, 10**6), (1, 300, 10**6), (1, 300, 20_000)])
+@pytest.mark.parametrize("batch, tokens, budget", [(2, 50, 10**6), (2, 50, 7_500), (1, 300, 10**6), (1, 300, 20_000)])
 def test_chunks_give_sdpa_in_bf16(batch, tokens, budget, monkeypatch):
-    """Few (batch x head) rows per chunk, and query-row blocks for long sequences (small budget)."""
+    """Few (batch x head) rows per chunk (7,500: 3 + 3 + 2 of 8, a short last chunk in the shared score
+    buffer), and query-row blocks for long sequences (20,000: blocks of 66 rows, the last one 36)."""
     monkeypatch.setattr(cpu_attention, "SCORE_BUDGET", budget)
     torch.manual_seed(0)
     q, k, v = (torch.randn(batch, 4, tokens, 16) for _ in range(3))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="b32", help="b32, b16 or tiny (random-weight CLIP ViTs)")
+    p.add_argument("--model", default="b32", help="b32, b16 or tiny (random-weight CLIP ViTs), or owlv2 (B/16 at 960 px)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--queries", type=int, default=5)
     p.add_argument("--image-size", type=int, default=768)
@@ -28,14 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ovdet.benchmark.models import save_random_models
+    from ovdet.benchmark.models import OWLV2, OWLV2_SIZE, save_random_models, save_random_owlv2
     from ovdet.benchmark.workload import synthetic_images, synthetic_names
     from ovdet.models.detector import Detector
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        dirs = save_random_models(args.model, args.image_size, tmp)
-        det = Detector.from_clip(dirs["clip_dir"], image_size=args.image_size).eval()
+        if args.model == OWLV2:  # its own size, as the benchmark runs it
+            args.image_size = OWLV2_SIZE
+            det = Detector.from_pretrained(save_random_owlv2(tmp)["owl_dir"]).eval()
+        else:
+            dirs = save_random_models(args.model, args.image_size, tmp)
+            det = Detector.from_clip(dirs["clip_dir"], image_size=args.image_size).eval()
     det.set_precision(args.precision)
     images, names = synthetic_images(args.batch), synthetic_names(args.queries)
     for _ in range(2):  # warm-up: caches, oneDNN primitives
