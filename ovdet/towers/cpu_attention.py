@@ -6,8 +6,9 @@ third of the whole forward pass. Two batched GEMMs with a softmax between them r
 provided the score matrix of each chunk stays in cache; so (batch x head) rows are taken a few at
 a time, and long sequences (OWLv2 at 960 px: 3601 tokens) a block of query rows at a time.
 Measured (2 threads, AVX512-BF16 EPYC): B/32 768 px batch 8 28 ms vs 64 ms a layer, OWLv2 3601
-tokens 102 ms vs 244 ms. Everything else (fp32, GPUs, masks, training) keeps transformers' SDPA path unchanged,
-so fp32 answers are bit-identical.
+tokens 102 ms vs 244 ms; one score buffer shared by all chunks and soft-maxed in place gained 3 %
+more on the whole OWLv2 pass. Everything else (fp32, GPUs, masks, training) keeps transformers' SDPA
+path unchanged, so fp32 answers are bit-identical.
 """
 
 from __future__ import annotations
