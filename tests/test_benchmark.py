@@ -38,6 +38,28 @@ def test_plan_measures_owlvit_for_vits_only_and_b16_at_batch_1():
     assert sum(s["impl"] == "ovdet" and s["model"] == "b32" and s["batch"] == 1 for s in specs) == 1  # fp32 deduplicated
 
 
+def test_plan_pairs_each_vit_and_batch_once_at_the_first_query_count():
+    settings = BenchmarkSettings(models=["b32", "embedded"], batches=[1, 8], queries=[5, 1203],
+                                 precisions=["fp32", "int8"], paired_rounds=3)  # fmt: skip
+    paired = [s for s in plan(settings, {m: {"image_size": 768} for m in settings.models}) if s["impl"] == "paired"]
+    assert [(s["model"], s["batch"], s["queries"]) for s in paired] == [("b32", 1, 5), ("b32", 8, 5)]
+    assert all(s["precisions"] == ["fp32", "int8"] and s["rounds"] == 3 for s in paired)
+    assert not any(s["impl"] == "paired" for s in plan(BenchmarkSettings(models=["b32"]), {"b32": {"image_size": 768}}))
+
+
+def test_paired_rounds_time_both_sides_in_turn(tmp_path):
+    from ovdet.benchmark.measure import measure_paired
+    from ovdet.benchmark.models import save_random_models
+
+    spec = {"model": "tiny", "batch": 1, "queries": 3, "image_size": 64, "warmup": 1, "rounds": 3,
+            "precisions": ["fp32"], **save_random_models("tiny", 64, tmp_path)}  # fmt: skip
+    paired = measure_paired(spec)["paired"]
+    times = paired["times_s"]
+    assert set(times) == {"reference", "fp32"} and all(len(t) == 3 and min(t) > 0 for t in times.values())
+    ratios = sorted(r / t for r, t in zip(times["reference"], times["fp32"]))
+    assert paired["speedup"]["fp32"] == {"median": pytest.approx(ratios[1]), "min": ratios[0], "max": ratios[2]}
+
+
 def _doc():
     result = lambda s, n=5: {"median_s": s, "runs": n, "times_s": [s] * n}  # noqa: E731
     configs = [
@@ -50,6 +72,8 @@ def _doc():
          "result": {"precision": "fp32", "cached": result(0.7), "peak_rss_mb": 1100}},
         {"spec": {"impl": "owlvit", "model": "b32", "batch": 1, "queries": 1203, "precision": "fp32"},
          "result": {"error": ["MemoryError"]}},
+        {"spec": {"impl": "paired", "model": "b32", "batch": 1, "queries": 5, "precision": "bf16"},
+         "result": {"paired": {"rounds": 3, "times_s": {}, "speedup": {"bf16": {"median": 4.5, "min": 4.2, "max": 4.9}}}}},
     ]  # fmt: skip
     return {
         "settings": {"runs": 5, "slow_call_s": 8.0}, "configs": configs, "onnx": {},
@@ -81,14 +105,16 @@ def test_markdown_section_is_replaced_in_place(tmp_path):
     assert "5 queries, ovdet vs OwlViT: 4.00x (target >= 5.0x): NOT met, short by 1.00x" in text
     assert "fp32, B/32 batch 1, 5 queries, ovdet vs OwlViT: 1.14x (target >= 1.1x): met" in text
     assert "Error in b32/b1/q1203" in text
+    assert "Paired in one process, 3 rounds in turn, b32 batch 1, 5 queries, ovdet (cached text) vs OwlViT: bf16 4.50x (4.20-4.90)" in text
 
 
 @pytest.mark.slow
 def test_quick_benchmark_runs_end_to_end(tmp_path):
     out, md = tmp_path / "bench.json", tmp_path / "PERF.md"
-    assert main(["benchmark", "--quick", "--onnx", "tiny", "--out", str(out), "--markdown", str(md)]) == 0
+    assert main(["benchmark", "--quick", "--onnx", "tiny", "--paired", "2", "--out", str(out), "--markdown", str(md)]) == 0
     doc = json.loads(out.read_text())
-    assert {c["spec"]["impl"] for c in doc["configs"]} == {"owlvit", "ovdet", "onnxruntime"}
+    assert {c["spec"]["impl"] for c in doc["configs"]} == {"owlvit", "ovdet", "onnxruntime", "paired"}
+    assert "--paired 2" in doc["command"] and "Paired in one process, 2 rounds" in md.read_text()
     assert max(doc["onnx"]["tiny"]["onnx_check"]["max_abs_diff"].values()) < 1e-4
     assert all("error" not in c["result"] for c in doc["configs"]), doc["configs"]
     assert doc["gemm"]["fp32"]["flops_per_s"] > 0 and doc["command"].startswith("ovdet benchmark --quick")
@@ -116,3 +142,11 @@ def test_backbone_flops_are_counted_on_every_fast_path(tiny_clip_dir):
     unpack(det.backbone.vision)
     counts["plain"] = measure_backbone(det, x, spec)["flops"]
     assert counts["fp32"] == counts["bf16"] == counts["plain"] > 0  # "plain": aten addmm and bmm, all counted
+
+
+@pytest.mark.parametrize("args, named", [(["--models", "b99"], "b99"), (["--runs", "0"], "got 0"),
+                                         (["--paired", "-1"], "got -1"), (["--precision", "fp64"], "fp64")])
+def test_bad_benchmark_options_are_refused_before_measuring(args, named, capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", *args, "--out", str(out)]) != 0
+    assert named in capsys.readouterr().err and not out.exists()

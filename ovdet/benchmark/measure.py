@@ -59,8 +59,13 @@ def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int,
 
 def measure_owlvit(spec: dict) -> dict:
     """transformers' OwlViT (or OWLv2) as its API is used: processor(text, images) then model(**inputs), every call."""
+    return {"full": timed_runs(reference_step(spec), **_timing(spec))}
+
+
+def reference_step(spec: dict):
+    """One call of transformers' OwlViT (or OWLv2 for the owlv2 model), text re-encoded each time."""
     if spec["model"] == "owlv2":
-        return measure_owlv2_reference(spec)
+        return owlv2_reference_step(spec)
     from transformers import OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
 
     from ovdet.text.tokenizer import clip_tokenizer
@@ -81,10 +86,10 @@ def measure_owlvit(spec: dict) -> dict:
         inputs = processor(text=[names] * len(images), images=images, return_tensors="pt").to(device)
         return model(**inputs)
 
-    return {"full": timed_runs(step, **_timing(spec))}
+    return step
 
 
-def measure_owlv2_reference(spec: dict) -> dict:
+def owlv2_reference_step(spec: dict):
     """transformers' Owlv2ForObjectDetection on the benchmark's folder, with its own processor."""
     from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
@@ -97,7 +102,7 @@ def measure_owlv2_reference(spec: dict) -> dict:
     def step():
         return model(**processor(text=[names] * len(images), images=images, return_tensors="pt").to(device))
 
-    return {"full": timed_runs(step, **_timing(spec))}
+    return step
 
 
 def owlv2_agreement(detector, owl_dir: str) -> dict:
@@ -118,8 +123,8 @@ def owlv2_agreement(detector, owl_dir: str) -> dict:
     return {**diffs, "largest": {k: float(b.abs().max()) for k, (a, b) in pairs.items()}}
 
 
-def measure_ovdet(spec: dict) -> dict:
-    """ovdet's `predict` (preprocess + forward) with the text cache cleared each call (cold) and warm (cached)."""
+def ovdet_detector(spec: dict, precision: str):
+    """The spec's model as an ovdet Detector in `precision`; returns (detector, resolved precision)."""
     from ovdet.models.detector import Detector
 
     if spec["model"] == "embedded":
@@ -129,13 +134,25 @@ def measure_ovdet(spec: dict) -> dict:
     else:
         detector = Detector.from_clip(spec["clip_dir"], image_size=spec["image_size"])
     detector.eval().to(spec.get("device", "cpu"))
-    precision = detector.set_precision(spec["precision"])
+    return detector, detector.set_precision(precision)
+
+
+def ovdet_step(detector, spec: dict):
+    """ovdet's `predict` on the spec's images and names, preprocessing included."""
     images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
 
     @torch.inference_mode()
     def step():
         return detector.predict(detector.preprocessor(images), names)
 
+    return step
+
+
+def measure_ovdet(spec: dict) -> dict:
+    """ovdet's `predict` (preprocess + forward) with the text cache cleared each call (cold) and warm (cached)."""
+    detector, precision = ovdet_detector(spec, spec["precision"])
+    images = synthetic_images(spec["batch"])
+    step = ovdet_step(detector, spec)
     result = {"precision": precision}
     if spec["model"] == "owlv2" and precision == "fp32":
         result["agreement"] = owlv2_agreement(detector, spec["owl_dir"])  # same run, identical weights
@@ -200,6 +217,29 @@ def measure_backbone(detector, pixel_values: torch.Tensor, spec: dict) -> dict:
     return {**timing, "flops": flops, "flops_per_s": flops / timing["median_s"]}
 
 
+def measure_paired(spec: dict) -> dict:
+    """The reference and ovdet (each of `spec["precisions"]`, text cached) in one process, called in turn
+    for `spec["rounds"]` rounds: the VM's minute-to-minute speed swings (up to 40 % here) hit both sides of
+    a round alike, so the per-round ratios are steadier than ratios of medians taken minutes apart."""
+    steps = {"reference": reference_step(spec)}
+    for precision in spec["precisions"]:
+        detector, resolved = ovdet_detector(spec, precision)
+        steps[resolved] = ovdet_step(detector, spec)
+    for step in steps.values():
+        for _ in range(max(spec["warmup"], 1)):  # caches, oneDNN primitives, the text cache
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(spec["rounds"]):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            _sync()
+            times[name].append(round(time.perf_counter() - start, 4))
+    ratios = {name: [r / t for r, t in zip(times["reference"], ts)] for name, ts in times.items() if name != "reference"}
+    return {"paired": {"rounds": spec["rounds"], "times_s": times,
+                       "speedup": {n: {"median": float(np.median(r)), "min": min(r), "max": max(r)} for n, r in ratios.items()}}}
+
+
 def measure_onnx(spec: dict) -> dict:
     """onnxruntime on the exported embeddings-input file, query embeddings cached; ovdet's preprocessor."""
     from ovdet.export.onnx import onnx_session
@@ -220,7 +260,7 @@ def _timing(spec: dict) -> dict:
     return {k: spec[k] for k in ("runs", "warmup", "slow_call_s", "slow_runs")}
 
 
-MEASURES = {"owlvit": measure_owlvit, "ovdet": measure_ovdet, "onnxruntime": measure_onnx}
+MEASURES = {"owlvit": measure_owlvit, "ovdet": measure_ovdet, "onnxruntime": measure_onnx, "paired": measure_paired}
 
 
 def main(argv: list[str]) -> int:

@@ -30,6 +30,8 @@ def rows(doc: dict) -> list[dict]:
             slot["owlvit"] = result
         elif spec["impl"] == "onnxruntime":
             slot["ort"] = result
+        elif spec["impl"] == "paired":
+            slot["paired"] = result["paired"]
         elif spec.get("cold"):
             slot["ovdet"] = result
         else:
@@ -58,6 +60,7 @@ def _row(slot: dict, gemm: dict) -> dict:
         row["backbone_fraction"] = achieved / gemm[ov["precision"]]["flops_per_s"]
         if other and "backbone" in other:
             row["backbone_fp32_fraction"] = other["backbone"]["flops_per_s"] / gemm["fp32"]["flops_per_s"]
+    row["paired"] = slot.get("paired")
     row["rss_owlvit_mb"] = owl["peak_rss_mb"] if owl else None
     row["rss_ovdet_mb"] = ov["peak_rss_mb"] if ov else None
     row["runs"] = {k: r[p]["runs"] for k, r, p in (("owlvit", owl, "full"), ("cold", ov, "cold"), ("cached", ov, "cached"))
@@ -110,6 +113,7 @@ def summary_lines(doc: dict, table: list[dict]) -> list[str]:
         + ", ".join(_gemm_text(name, g[name]) for name in ("fp32", "bf16")) + ".",
     ]
     lines += target_lines(table)
+    lines += paired_lines(table)
     reduced = [r for r in table if any(n < doc["settings"]["runs"] for n in r["runs"].values())]
     if reduced:
         names = ", ".join(f"{r['model']}/b{r['batch']}/q{r['queries']}" for r in reduced)
@@ -170,6 +174,20 @@ def target_lines(table: list[dict]) -> list[str]:
             shown = ", ".join(f"{k} {v:.2g}" + (f" (largest |value| {scale[k]:.3g})" if k in scale else "")
                               for k, v in agree.items() if k != "largest")
             lines.append(f"OWLv2 outputs, ovdet fp32 vs transformers on identical weights (max abs diff): {shown}.")
+    return lines
+
+
+def paired_lines(table: list[dict]) -> list[str]:
+    """The in-turn measurements: median (min-max) of the per-round speedups over the reference."""
+    lines = []
+    for r in table:
+        paired = r.get("paired")
+        if not paired:
+            continue
+        reference = "transformers" if r["model"] == "owlv2" else "OwlViT"
+        shown = ", ".join(f"{name} {v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})" for name, v in paired["speedup"].items())
+        lines.append(f"Paired in one process, {paired['rounds']} rounds in turn, {r['model']} batch {r['batch']}, "
+                     f"{r['queries']} queries, ovdet (cached text) vs {reference}: {shown}.")  # fmt: skip
     return lines
 
 

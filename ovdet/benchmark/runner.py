@@ -32,6 +32,9 @@ class BenchmarkSettings:
     large_batch_models: models measured at batch sizes above 1 (a B/16 batch takes minutes).
     slow_call_s / slow_runs: a configuration whose first call takes longer than slow_call_s is
         measured with slow_runs calls (see `measure.timed_runs`); the JSON records every count.
+    paired_rounds: above 0, each model with a transformers twin is also timed against it in one
+        process, the two called in turn for this many rounds (`measure.measure_paired`), per batch
+        size at the first query count.
     """
 
     models: list[str] = field(default_factory=lambda: ["b32", "b16", "embedded"])
@@ -47,6 +50,7 @@ class BenchmarkSettings:
     large_batch_models: list[str] = field(default_factory=lambda: ["b32", "embedded", "tiny"])
     onnx_models: list[str] = field(default_factory=list)
     compile: bool = False
+    paired_rounds: int = 0
     child_timeout_s: float = 1800.0
     device: str = "cpu"
 
@@ -91,6 +95,9 @@ def plan(settings: BenchmarkSettings, dirs: dict[str, dict]) -> list[dict]:
                                       "backbone": first, "compile": settings.compile})  # fmt: skip
                 if model in settings.onnx_models and "onnx_paths" in dirs[model]:
                     specs.append({**base, "impl": "onnxruntime", "precision": "fp32"})
+                if settings.paired_rounds and model != EMBEDDED and queries == settings.queries[0]:
+                    specs.append({**base, "impl": "paired", "precision": precisions[0], "precisions": precisions,
+                                  "rounds": settings.paired_rounds})  # fmt: skip
     return specs
 
 

@@ -44,6 +44,10 @@ def add_parser(sub) -> None:
     p.add_argument("--onnx", default="", metavar="MODELS",
                    help="also export these models to ONNX (embeddings input) and time onnxruntime")
     p.add_argument("--compile", action="store_true", help="torch.compile ovdet's backbone (compile time not timed)")
+    p.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                   help="also time ovdet and transformers in one process, called in turn for ROUNDS rounds (per model "
+                        "and batch, first query count): the VM's speed swings hit both alike; the summary gives the "
+                        "median per-round speedup")
     p.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results file")
     p.add_argument("--markdown", type=Path, default=None, metavar="MD",
                    help="write the generated section (command, summary, table) into this Markdown file")
@@ -67,6 +71,7 @@ def settings_from_args(args: argparse.Namespace):
         precisions=names(args.precision), runs=values["runs"], warmup=args.warmup, slow_call_s=values["slow_call_s"],
         slow_runs=args.slow_runs, threads=args.threads, image_size=values["image_size"], device=args.device,
         large_batch_models=names(args.large_batch_models), onnx_models=names(args.onnx), compile=args.compile,
+        paired_rounds=args.paired,
     )  # fmt: skip
     _check(settings)
     return settings
@@ -85,6 +90,8 @@ def _check(settings) -> None:
         raise ValueError(f"--precision takes a comma list of {PRECISIONS}, got {settings.precisions}")
     if settings.runs < 1 or settings.slow_runs < 1:
         raise ValueError(f"--runs and --slow-runs must be >= 1, got {settings.runs} and {settings.slow_runs}")
+    if settings.paired_rounds < 0:
+        raise ValueError(f"--paired takes a number of rounds >= 0 (0: off), got {settings.paired_rounds}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,8 +124,9 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["ovdet benchmark"] + (["--quick"] if args.quick else [])
     for name in ("models", "batch", "queries", "precision", "runs", "warmup", "slow_call_s", "slow_runs", "threads",
                  "device",
-                 "image_size", "large_batch_models", "onnx", "out", "markdown", "section"):  # fmt: skip
+                 "image_size", "large_batch_models", "onnx", "paired", "out", "markdown", "section"):  # fmt: skip
         value = getattr(args, name)
-        if value not in (None, "") and not (args.quick and name in QUICK):
+        off = value in (None, "") or (name == "paired" and not value)
+        if not off and not (args.quick and name in QUICK):
             parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
     return " ".join(parts + (["--compile"] if args.compile else []))
