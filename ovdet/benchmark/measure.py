@@ -25,6 +25,14 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def call_seconds(step) -> float:
+    """Seconds of one `step()`, queued GPU work included."""
+    start = time.perf_counter()
+    step()
+    _sync()
+    return time.perf_counter() - start
+
+
 def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int, before=None) -> dict:
     """Median seconds of `step()` over `runs` calls after `warmup` calls.
 
@@ -37,10 +45,7 @@ def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int,
     for i in range(max(warmup, 1)):
         if before:
             before()
-        start = time.perf_counter()
-        step()
-        _sync()
-        took = time.perf_counter() - start
+        took = call_seconds(step)
         if i == 0 and took > slow_call_s:
             runs = slow_runs
             if took > 2 * slow_call_s:
@@ -50,10 +55,7 @@ def timed_runs(step, runs: int, warmup: int, slow_call_s: float, slow_runs: int,
     for _ in range(runs):
         if before:
             before()
-        start = time.perf_counter()
-        step()
-        _sync()
-        times.append(time.perf_counter() - start)
+        times.append(call_seconds(step))
     return {"median_s": float(np.median(times)), "runs": len(times), "times_s": [round(t, 4) for t in times]}
 
 
@@ -137,9 +139,9 @@ def ovdet_detector(spec: dict, precision: str):
     return detector, detector.set_precision(precision)
 
 
-def ovdet_step(detector, spec: dict):
-    """ovdet's `predict` on the spec's images and names, preprocessing included."""
-    images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
+def ovdet_step(detector, spec: dict, images: list):
+    """ovdet's `predict` on `images` and the spec's names, preprocessing included."""
+    names = synthetic_names(spec["queries"])
 
     @torch.inference_mode()
     def step():
@@ -152,7 +154,7 @@ def measure_ovdet(spec: dict) -> dict:
     """ovdet's `predict` (preprocess + forward) with the text cache cleared each call (cold) and warm (cached)."""
     detector, precision = ovdet_detector(spec, spec["precision"])
     images = synthetic_images(spec["batch"])
-    step = ovdet_step(detector, spec)
+    step = ovdet_step(detector, spec, images)
     result = {"precision": precision}
     if spec["model"] == "owlv2" and precision == "fp32":
         result["agreement"] = owlv2_agreement(detector, spec["owl_dir"])  # same run, identical weights
@@ -224,17 +226,14 @@ def measure_paired(spec: dict) -> dict:
     steps = {"reference": reference_step(spec)}
     for precision in spec["precisions"]:
         detector, resolved = ovdet_detector(spec, precision)
-        steps[resolved] = ovdet_step(detector, spec)
+        steps[resolved] = ovdet_step(detector, spec, synthetic_images(spec["batch"]))
     for step in steps.values():
         for _ in range(max(spec["warmup"], 1)):  # caches, oneDNN primitives, the text cache
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(spec["rounds"]):
         for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            _sync()
-            times[name].append(round(time.perf_counter() - start, 4))
+            times[name].append(round(call_seconds(step), 4))
     ratios = {name: [r / t for r, t in zip(times["reference"], ts)] for name, ts in times.items() if name != "reference"}
     return {"paired": {"rounds": spec["rounds"], "times_s": times,
                        "speedup": {n: {"median": float(np.median(r)), "min": min(r), "max": max(r)} for n, r in ratios.items()}}}

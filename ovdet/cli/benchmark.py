@@ -44,10 +44,10 @@ def add_parser(sub) -> None:
     p.add_argument("--onnx", default="", metavar="MODELS",
                    help="also export these models to ONNX (embeddings input) and time onnxruntime")
     p.add_argument("--compile", action="store_true", help="torch.compile ovdet's backbone (compile time not timed)")
-    p.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+    p.add_argument("--paired", type=int, default=None, metavar="ROUNDS",
                    help="also time ovdet and transformers in one process, called in turn for ROUNDS rounds (per model "
                         "and batch, first query count): the VM's speed swings hit both alike; the summary gives the "
-                        "median per-round speedup")
+                        "median per-round speedup (off when not given)")
     p.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results file")
     p.add_argument("--markdown", type=Path, default=None, metavar="MD",
                    help="write the generated section (command, summary, table) into this Markdown file")
@@ -71,7 +71,7 @@ def settings_from_args(args: argparse.Namespace):
         precisions=names(args.precision), runs=values["runs"], warmup=args.warmup, slow_call_s=values["slow_call_s"],
         slow_runs=args.slow_runs, threads=args.threads, image_size=values["image_size"], device=args.device,
         large_batch_models=names(args.large_batch_models), onnx_models=names(args.onnx), compile=args.compile,
-        paired_rounds=args.paired,
+        paired_rounds=args.paired or 0,
     )  # fmt: skip
     _check(settings)
     return settings
@@ -126,7 +126,6 @@ def command_line(args: argparse.Namespace) -> str:
                  "device",
                  "image_size", "large_batch_models", "onnx", "paired", "out", "markdown", "section"):  # fmt: skip
         value = getattr(args, name)
-        off = value in (None, "") or (name == "paired" and not value)
-        if not off and not (args.quick and name in QUICK):
+        if value not in (None, "") and not (args.quick and name in QUICK):
             parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
     return " ".join(parts + (["--compile"] if args.compile else []))
