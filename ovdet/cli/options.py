@@ -35,6 +35,12 @@ def add_templates(p: argparse.ArgumentParser) -> None:
                    help="average template embeddings (CLIP) or average logits over templates (OWL-ViT)")
 
 
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files even if ovdet did not write them (without it, a file "
+                        "that does not carry ovdet's mark is refused before any work starts)")
+
+
 def add_postprocess(p: argparse.ArgumentParser, max_detections: int = 100) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="minimum score (sigmoid, 0..1) to report; default: the model's own (config.json 'threshold')")
