@@ -7,7 +7,10 @@ Whatever lies on disk gives either an RGB image or one `ImageLoadError` that nam
   which detections are reported;
 - EXIF orientation applied, so boxes are in the frame people see;
 - animations (GIF, APNG, WebP, multi-page TIFF): the first frame, with an `OvdetWarning`;
-- 16-bit greyscale scaled to 8 bits (65535 -> 255), not clipped;
+- greyscale of other number types (PIL "F", "I", "I;16", float or wide-integer arrays) mapped to
+  8 bits by the values' range (`ovdet.pixel_range`: 0..1 floats x255, 0..255 as is, 16-bit /257),
+  or refused in one line naming the range: never a black or white image that detects nothing;
+- 0-pixel images refused (nothing to detect, and the resize would divide by zero);
 - transparency (RGBA, LA, PA, P or RGB with a transparent colour) composited on white;
 - CMYK, YCbCr, L, 1, P: PIL's conversion to RGB.
 """
@@ -21,12 +24,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ovdet.errors import ImageLoadError, OvdetWarning
+from ovdet.pixel_range import to_uint8
 
 MAX_PIXELS = 100_000_000  # refuse decompression bombs with a clear message, not a crash
 MAX_SIDE = 4096  # detection runs at a few hundred pixels: more only costs memory
 ORIGINAL_SIZE = "ovdet_original_size"  # key in `Image.info`: (width, height) on disk, displayed frame
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_NUMERIC_MODES = ("F", "I", "I;16", "I;16B", "I;16L", "I;16N")  # one number per pixel, no fixed 0..255 scale
 
 
 def load_image(image, max_side: int | None = MAX_SIDE) -> Image.Image:
@@ -41,7 +45,8 @@ def load_image(image, max_side: int | None = MAX_SIDE) -> Image.Image:
     if isinstance(image, (str, Path)):
         return _load_path(Path(image), max_side)
     if isinstance(image, Image.Image):
-        return to_rgb(image)
+        _check_not_empty(image.size, "PIL image")
+        return to_rgb(image, "PIL image")
     if isinstance(image, np.ndarray):
         return _from_array(image)
     raise ImageLoadError(f"unsupported image type {type(image).__name__}; pass a path, a PIL image or a numpy array")
@@ -52,11 +57,11 @@ def original_size(image: Image.Image) -> tuple[int, int]:
     return tuple(image.info.get(ORIGINAL_SIZE, image.size))
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB: 16-bit scaled to 8 bits, transparency composited on white."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        pixels = np.asarray(image).astype(np.float32)  # [H, W] 0..65535
-        image = Image.fromarray((np.clip(pixels, 0, 65535) / 257.0 + 0.5).astype(np.uint8), "L")
+def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """Any PIL mode -> RGB: numeric modes mapped to 8 bits by their range, transparency composited on white.
+    `name` names the image in the error a range that cannot be mapped raises."""
+    if image.mode in _NUMERIC_MODES:
+        image = Image.fromarray(to_uint8(np.asarray(image), name), "L")  # [H, W] uint8
     elif image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -98,11 +103,12 @@ def _decode(im: Image.Image, path: Path, max_side: int | None) -> Image.Image:
         scale = max_side / max(width, height)
         im.draft(im.mode, (max(1, round(width * scale)), max(1, round(height * scale))))  # DCT scaling while decoding
     im.load()
+    _check_not_empty(im.size, f"image '{path}'")
     decoded = im.size
     ImageOps.exif_transpose(im, in_place=True)  # boxes are reported in the frame people see
     if im.size != decoded:  # turned by 90 degrees: the size on disk turns with it
         width, height = height, width
-    rgb = to_rgb(im)
+    rgb = to_rgb(im, f"image '{path}'")
     if max_side and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     rgb.info[ORIGINAL_SIZE] = (width, height)
@@ -116,8 +122,10 @@ def _from_array(array: np.ndarray) -> Image.Image:
         raise ImageLoadError(f"array image must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageLoadError(f"array image is empty, shape {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
-            raise ImageLoadError(f"array image must be uint8 or finite floats in 0..1, got {array.dtype}")
-        array = (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    array = to_uint8(array, f"array image of {array.dtype}")  # by range: 0..1 floats x255, 0..255 as is
     return to_rgb(Image.fromarray(array))
+
+
+def _check_not_empty(size: tuple[int, int], name: str) -> None:
+    if size[0] < 1 or size[1] < 1:
+        raise ImageLoadError(f"{name} is empty ({size[0]}x{size[1]} pixels); give an image with at least one pixel")

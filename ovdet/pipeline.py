@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ovdet.errors import ImageLoadError
+from ovdet.errors import ImageLoadError, OvdetError
 from ovdet.image_io import load_image, original_size
 from ovdet.models.detection import Detection, to_detections
 from ovdet.models.exemplar import exemplar_labels
 from ovdet.models.scoring import QueryBank, build_query_bank, score
 from ovdet.models.text_encoder import validate_queries
+from ovdet.option_values import check_count, check_iou, check_score
 from ovdet.postprocess import PostProcess
 
 POSTPROCESS_MODES = ("ovdet", "hf", "pipeline")
@@ -44,11 +45,12 @@ def prepare_queries(detector, queries, templates=None, template_mode: str = "emb
 
 def make_postprocess(threshold: float, nms: float | None = 0.5, max_detections: int = 100,
                      agnostic_nms: bool = False, mode: str = "ovdet") -> PostProcess:
-    """The knobs -> PostProcess. `nms` None or >= 1: no NMS. Mode "hf": transformers' own
+    """The knobs -> PostProcess. `nms` None or 1: no NMS. Mode "hf": transformers' own
     `post_process_object_detection` (one label per region, no NMS, boxes not clipped); "pipeline": the
     `zero-shot-object-detection` pipeline's (every region-query pair, otherwise as "hf")."""
     if mode not in POSTPROCESS_MODES:
-        raise ValueError(f"postprocess must be one of {POSTPROCESS_MODES}, got {mode!r}")
+        raise OvdetError(f"postprocess must be one of {POSTPROCESS_MODES}, got {mode!r}")
+    nms = None if nms is None else check_iou("nms", nms)
     if mode in ("hf", "pipeline"):
         return PostProcess(score_threshold=threshold, nms_threshold=None, max_detections=max_detections,
                            hf_compatible=True, one_label_per_region=mode == "hf")
@@ -112,9 +114,8 @@ def detect_stream(
     on_error: called with (index, error) for an image that cannot be read, which is skipped;
         without it the first bad image raises.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    threshold = detector.threshold if threshold is None else threshold
+    batch_size = check_count("batch_size", batch_size)
+    threshold = detector.threshold if threshold is None else check_score("threshold", threshold)
     post = make_postprocess(threshold, nms, max_detections, agnostic_nms, postprocess)
     prepared = prepare_queries(detector, queries, templates, template_mode, negatives, exemplars)
     for indices, batch in _batches(images, batch_size, on_error):

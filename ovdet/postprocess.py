@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms, box_convert, nms, remove_small_boxes
 
+from ovdet.option_values import check_count, check_iou, check_score
+
 
 class PostProcess:
     """Turn `logits` and `pred_boxes` into per-image `{"boxes", "scores", "labels", "regions"}`.
@@ -35,16 +37,10 @@ class PostProcess:
         hf_compatible: bool = False,
         one_label_per_region: bool = True,
     ):
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(f"score threshold must be in 0..1, got {score_threshold}")
-        if nms_threshold is not None and not 0.0 < nms_threshold <= 1.0:
-            raise ValueError(f"NMS IoU threshold must be in (0, 1], got {nms_threshold}")
-        if max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_detections = max_detections
-        self.topk_candidates = topk_candidates
+        self.score_threshold = check_score("score_threshold", score_threshold)
+        self.nms_threshold = None if nms_threshold is None else check_iou("nms_threshold", nms_threshold)
+        self.max_detections = check_count("max_detections", max_detections)
+        self.topk_candidates = check_count("topk_candidates", topk_candidates)
         self.class_agnostic = class_agnostic
         self.hf_compatible = hf_compatible
         self.one_label_per_region = one_label_per_region
@@ -61,22 +57,26 @@ class PostProcess:
             B dicts: `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] query index, `regions` [K]
             the region (index into P) each detection came from.
         """
-        scores = outputs["logits"].float().sigmoid()  # [B, P, Q]
+        logits = outputs["logits"].float()  # [B, P, Q]
         boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy")  # [B, P, 4]
         if to_original is None:
             from ovdet.preprocess import ImagePreprocessor
 
             to_original = ImagePreprocessor(1).to_original
-        one = self._hf if self.hf_compatible else self._one
-        return [one(s, b, size, to_original) for s, b, size in zip(scores, boxes, sizes)]
+        if self.hf_compatible:  # the label is chosen on logits, as transformers does
+            return [self._hf(l, b, size, to_original) for l, b, size in zip(logits, boxes, sizes)]
+        return [self._one(l.sigmoid(), b, size, to_original) for l, b, size in zip(logits, boxes, sizes)]
 
-    def _hf(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
-        num_queries = scores.shape[1]
+    def _hf(self, logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
+        num_queries = logits.shape[1]
         if self.one_label_per_region:
-            best, label = scores.max(dim=-1)  # [P]: one label per region
+            # argmax of the logits, then the sigmoid (transformers' order): above a logit of ~16.6 the float32
+            # sigmoids of different queries all round to 1.0 and an argmax over them would pick another label.
+            best_logit, label = logits.max(dim=-1)  # [P]: one label per region
+            best = best_logit.sigmoid()  # [P]
             region = torch.arange(len(best), device=best.device)
         else:
-            best = scores.flatten()  # [P*Q]: every pair
+            best = logits.sigmoid().flatten()  # [P*Q]: every pair
             pair = torch.arange(len(best), device=best.device)
             region, label = pair // num_queries, pair % num_queries
         keep = torch.nonzero(best > self.score_threshold).squeeze(1)

@@ -5,12 +5,15 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ovdet.cli.detect import DEFAULT_MODEL
 from ovdet.errors import ImageLoadError, OvdetWarning
 from ovdet.image_io import MAX_PIXELS, load_image, original_size
 from ovdet.models.detector import Detector
@@ -219,3 +222,70 @@ def test_cli_batch_with_bad_files_processes_the_good_ones(tiny_clip_dir, tmp_pat
     assert (records[0]["width"], records[0]["height"]) == (64, 48)
     assert "cannot be decoded" in records[1]["error"] and "does not exist" in records[3]["error"]
     assert "detections" not in records[1] and "detections" not in records[3]
+
+
+# ---- numeric pixel modes: mapped to 8 bits by their range, never clipped to black or white ------------
+SCENE = Path(__file__).resolve().parents[1] / "ovdet" / "assets" / "scene.png"
+
+
+def _numeric_files(tmp_path, grey: np.ndarray) -> dict:
+    """The same greyscale picture [H, W] uint8 as files and arrays of other number types, written by PIL."""
+    Image.fromarray(grey.astype(np.float32) / 255).save(tmp_path / "float01.tif")  # mode F, 0..1
+    Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float255.tif")  # mode F, 0..255
+    Image.fromarray(grey, "L").convert("I").save(tmp_path / "mode_i.tif")  # mode I (int32), 0..255
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Pillow 12 deprecates saving mode I as PNG
+        Image.fromarray(grey, "L").convert("I").save(tmp_path / "mode_i.png")  # read back as I;16, 0..255
+    files = {name: tmp_path / name for name in ("float01.tif", "float255.tif", "mode_i.tif", "mode_i.png")}
+    return {**files, "L": Image.fromarray(grey, "L"), "pil I": Image.fromarray(grey, "L").convert("I"),
+            "float array 0..1": grey.astype(np.float32) / 255, "float array 0..255": grey.astype(np.float64),
+            "int32 array 0..255": grey.astype(np.int32)}
+
+
+def test_numeric_modes_load_as_the_same_picture(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 256, (24, 32), dtype=np.uint8)
+    for name, source in _numeric_files(tmp_path, grey).items():
+        pixels = np.asarray(load_image(source), dtype=np.int16)[..., 0]  # [H, W]
+        assert np.abs(pixels - grey).max() <= 1, name
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.array([[-1.0, 0.5], [2.0, 0.0]], np.float32), r"float pixel values in -1..2; rescale them to 0..1 or 0..255"),
+        (np.array([[0.0, 300.0]], np.float64), r"float pixel values in 0..300"),
+        (np.array([[0, 100000]], np.int32), r"integer pixel values in 0..100000; rescale them to 0..255 or 0..65535"),
+        (np.array([[0.0, float("nan")]], np.float32), r"NaN or infinite pixel values"),
+        (np.array([[0.0, 0.001]], np.float32), r"values in 0..0.001, blank once in 0..255"),
+    ],
+)
+def test_unmappable_ranges_are_refused_in_one_line(tmp_path, array, message):
+    with pytest.raises(ImageLoadError, match=message):
+        load_image(array)
+    if array.dtype == np.float32 and np.isfinite(array).all():  # the same as a float TIFF on disk names the file
+        Image.fromarray(array).save(tmp_path / "bad.tif")
+        with pytest.raises(ImageLoadError, match=rf"image '.*bad.tif' has .*{message}"):
+            load_image(tmp_path / "bad.tif")
+
+
+def test_sixteen_bit_range_still_scales_by_257(tmp_path):
+    wide = np.array([[0, 1000, 32768, 65535]], np.int32)  # mode I beyond 8 bits: the 16-bit range
+    Image.fromarray(wide).save(tmp_path / "wide.tif")
+    assert [load_image(tmp_path / "wide.tif").getpixel((x, 0))[0] for x in range(4)] == [0, 4, 128, 255]
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "config.json").is_file(), reason="no embedded model shipped")
+def test_bundled_scene_in_numeric_modes_gives_the_same_detections(tmp_path):
+    detector = Detector.from_pretrained(DEFAULT_MODEL)
+    queries = ["circle", "star", "square", "triangle"]
+    scene = Image.open(SCENE).convert("RGB")
+    grey = np.asarray(scene.convert("L"))
+    want = detector.detect(scene.convert("L"), queries)[0]
+    assert want  # a scene with no detection would prove nothing
+    for name, source in _numeric_files(tmp_path, grey).items():
+        got = detector.detect(source, queries)[0]
+        assert sorted(d.query for d in got) == sorted(d.query for d in want), name  # same count, same labels
+        assert sorted(d.score for d in got) == pytest.approx(sorted(d.score for d in want), abs=2e-3), name
+    colour = detector.detect(scene, queries)[0]
+    floats = detector.detect(np.asarray(scene).astype(np.float32) / 255, queries)[0]  # an RGB float array 0..1
+    assert sorted(d.query for d in floats) == sorted(d.query for d in colour)

@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 
 from ovdet.cli.detect import DEFAULT_MODEL
 from ovdet.cli.main import main
+from ovdet.errors import OvdetError
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detector import Detector
 from ovdet.models.exemplar import region_embedding
@@ -98,6 +99,19 @@ def test_exemplar_errors_name_the_bad_value(tiny, image):
         tiny.detect(image, [], exemplars=[image])
     with pytest.raises(ValueError, match="query list is empty"):
         tiny.detect(image, [])
+
+
+def test_exemplar_running_into_the_padding_is_clipped_not_refused(tiny, image):
+    """A detection's box may run past the image into the padding (OWL's post-processing does not clip): the
+    part inside is the exemplar, however thin; only a box with nothing inside the image is refused."""
+    sliver = tiny.encode_exemplars([(image, (10, 47.5, 30, 80))])  # 0.5 px inside the 64x48 image
+    clipped = tiny.encode_exemplars([(image, (10, 47.5, 30, 48))])
+    torch.testing.assert_close(sliver, clipped)
+    assert tiny.detect(image, [], exemplars=[(image, (-20, 30, 64.4, 90))], threshold=0.0)[0]
+    with pytest.raises(OvdetError, match=r"empty inside the 64x48 image"):
+        tiny.detect(image, [], exemplars=[(image, (10, 48, 30, 80))])  # wholly in the padding
+    with pytest.raises(OvdetError, match=r"NaN or infinite corner"):
+        tiny.detect(image, [], exemplars=[(image, (float("nan"), 4, 30, 40))])
 
 
 # ---- negatives -------------------------------------------------------------------------------

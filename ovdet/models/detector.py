@@ -3,11 +3,13 @@ pipeline (`ovdet.pipeline`), speed switches (`precision`) and save/load (`detect
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ovdet.errors import OvdetWarning
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detector_config import DetectorConfig
 from ovdet.models.head import DetectionHead
@@ -129,10 +131,20 @@ class Detector(nn.Module):
         return score(self, pixel_values.to(self.device), bank)
 
     def detect(self, images, queries: list[str], **options):
-        """Detect free-text queries in images (paths, PIL images or arrays, or one); see `ovdet.pipeline.detect`."""
+        """Detect free-text queries in images (paths, PIL images or arrays, or one); see `ovdet.pipeline.detect`.
+        The first call on an untrained head warns (`OvdetWarning`, once per detector): its boxes are the grid."""
         from ovdet.pipeline import detect
 
-        return detect(self, images, queries, **options)
+        results = detect(self, images, queries, **options)  # a call refused for bad input does not use up the warning
+        if self.untrained and not self._warned_untrained:
+            from ovdet.models.detection import UNTRAINED_BANNER
+
+            self._warned_untrained = True
+            warnings.warn(f"{UNTRAINED_BANNER}: this detector's head is untrained, so its boxes and scores are "
+                          "meaningless until it is trained (`ovdet train`)", OvdetWarning, stacklevel=2)
+        return results
+
+    _warned_untrained = False  # set on the instance by the first `detect`
 
     # ---- speed (answers unchanged within bf16 rounding; see ovdet.models.precision) -------------
     precision = "fp32"

@@ -12,10 +12,13 @@ mix with text queries:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, box_iou
 
+from ovdet.errors import OvdetError
 from ovdet.image_io import load_image, original_size
 
 EXEMPLAR_LABEL = "exemplar {}"
@@ -29,16 +32,22 @@ def exemplar_labels(count: int) -> list[str]:
 
 
 def validate_box(box, size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """An exemplar box (x1, y1, x2, y2 in pixels) clipped to its image (width, height); ValueError if empty."""
+    """An exemplar box (x1, y1, x2, y2 in pixels) clipped to its image (width, height); OvdetError if empty.
+
+    Only a box with no area inside the image is refused: a detection's box may run into the padding
+    (OWL's post-processing does not clip), and the sliver left inside it still picks a region.
+    """
     try:
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):
-        raise ValueError(f"an exemplar box must be 4 numbers x1,y1,x2,y2 in pixels, got {box!r}") from None
+        raise OvdetError(f"an exemplar box must be 4 numbers x1,y1,x2,y2 in pixels, got {box!r}") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise OvdetError(f"exemplar box {tuple(box)} has a NaN or infinite corner; give 4 finite pixel coordinates")
     width, height = size
-    x1, x2 = max(0.0, min(x1, width)), max(0.0, min(x2, width))
+    x1, x2 = max(0.0, min(x1, width)), max(0.0, min(x2, width))  # clipped first, then judged
     y1, y2 = max(0.0, min(y1, height)), max(0.0, min(y2, height))
-    if x2 - x1 < 1 or y2 - y1 < 1:
-        raise ValueError(
+    if not (x2 > x1 and y2 > y1):
+        raise OvdetError(
             f"exemplar box {tuple(box)} is empty inside the {width}x{height} image; give x1 < x2 and y1 < y2 in pixels"
         )
     return x1, y1, x2, y2
@@ -79,7 +88,7 @@ def encode_exemplars(detector, exemplars) -> torch.Tensor:
     checked = []
     for item in exemplars:  # every exemplar checked before any forward pass
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise ValueError(f"an exemplar is a pair (image, (x1, y1, x2, y2)), got a {type(item).__name__}")
+            raise OvdetError(f"an exemplar is a pair (image, (x1, y1, x2, y2)), got a {type(item).__name__}")
         pil = load_image(item[0])
         size = original_size(pil)  # boxes are given in the file's pixels, like detections
         box = detector.preprocessor.to_normalized(torch.tensor(validate_box(item[1], size))[None], size)[0]  # [4] 0..1

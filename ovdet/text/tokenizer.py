@@ -45,12 +45,13 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 @lru_cache(maxsize=1)
 def clip_tokenizer():
-    """A `transformers` CLIPTokenizer with OpenAI's vocabulary, built without any download."""
-    from transformers import CLIPTokenizer
-
+    """A `transformers` CLIPTokenizer with OpenAI's vocabulary and open_clip's text cleaning, built
+    without any download."""
     vocab, merges = clip_vocab_and_merges()
     # transformers 5 ignores vocab_file=/merges_file=; pass the tables themselves.
-    return CLIPTokenizer(
+    from ovdet.text.cleaned_tokenizer import CleanedCLIPTokenizer
+
+    return CleanedCLIPTokenizer(
         vocab=dict(vocab),
         merges=[tuple(m.split()) for m in merges],
         unk_token=EOS_TOKEN,
