@@ -1,4 +1,5 @@
-"""Files and folders written whole or not at all, and output paths that never overwrite an input.
+"""Files and folders written whole or not at all, and output paths that never overwrite an input or a
+file ovdet did not write (the mark of `ovdet.file_mark`).
 
 A result is written to a temp file in the target's own folder, flushed and fsynced, then renamed
 over the target (`os.replace`, atomic on POSIX): a run killed with SIGKILL, a full disk or a
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from ovdet.errors import OvdetError
+from ovdet.file_mark import check_replaceable_file
 
 RESULT_SUFFIXES = (".json",)
 
@@ -79,13 +81,15 @@ def check_output_path(
     option: str,
     inputs: Iterable[str | Path | None] = (),
     suffixes: tuple[str, ...] = RESULT_SUFFIXES,
+    overwrite: bool = False,
 ) -> Path:
-    """Refuse an output path that would overwrite an input of the run or a file that is not a result.
+    """Refuse an output path that would overwrite an input of the run or a file ovdet did not write.
 
     Args:
         option: how the user named it (`--out`), for the message.
-        inputs: files this run reads (None entries are skipped).
-        suffixes: an existing file is overwritten only when its name ends so (a previous result).
+        inputs: files this run reads (None entries are skipped); refused even with `overwrite`.
+        suffixes: an existing file is replaced only when its name ends so (an extra check on top of the mark).
+        overwrite: the user passed `--overwrite`: an existing result file without ovdet's mark may be replaced.
     Raises:
         OvdetError: one line naming the path and the fix.
     """
@@ -103,7 +107,7 @@ def check_output_path(
             f"{option} '{path}' exists and is not a {' or '.join(suffixes)} file; ovdet overwrites only its own "
             f"results: choose a new path ending in {suffixes[0]}"
         )
-    return path
+    return check_replaceable_file(path, option, overwrite)
 
 
 def check_output_folder(path: str | Path, option: str) -> Path:

@@ -73,7 +73,7 @@ def test_eval_with_model_writes_outputs_and_its_saved_predictions_agree(model_di
     assert all(0 <= metrics[k] <= 100 for k in ("AP50_novel", "AP50_base", "AP50_all", "AP"))
     meta = metrics["meta"]
     assert meta["templates"] == "clip7" and meta["template_mode"] == "logit" and meta["untrained"] is True
-    assert meta["vocabulary_size"] == 4 and meta["max_dets"] == 50
+    assert meta["vocabulary_size"] == 4 and meta["detections_per_image"] == 50 and metrics["max_dets"] == 100
     assert "AP50_novel" in proc.stdout and "UNTRAINED" in proc.stderr
     records = json.loads(preds.read_text())
     assert records and {r["image_id"] for r in records} == {1, 2, 3, 4, 5, 6}
@@ -213,6 +213,7 @@ def test_eval_defaults_to_the_embedded_model_like_detect(tmp_path):
     if not (DEFAULT_MODEL / "config.json").is_file():
         pytest.skip("no embedded model shipped")
     seen = {}
+    (tmp_path / "a.json").write_text("{}")  # the file arguments are checked before any model is looked for
     args = argparse.Namespace(model=None, annotations=tmp_path / "a.json", images=tmp_path, predictions=None,
                               categories=None, novel=None, split=None, device="cpu", devices=1, batch_size=1,
                               workers=0, max_dets=300, threshold=0.0, nms=0.5, templates=None, template_mode="embed",

@@ -138,11 +138,48 @@ def test_many_detections_are_read_in_bounded_memory(tmp_path):
     proc = _eval_under_limit(tmp_path, 600_000, 512 << 20)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["num_predictions"] == 6 * 300 and metrics["num_predictions_dropped"] == 600_000 - 1800
+    # image i % 6 + 1 meets 2 of the 4 categories; COCOeval counts the best 100 of each (image, category)
+    assert metrics["num_predictions"] == 6 * 2 * 100 and metrics["num_predictions_dropped"] == 600_000 - 1200
+    assert f"{600_000 - 1200} of 600000 detections were left out before scoring" in proc.stderr
 
 
 @pytest.mark.slow
 def test_three_million_detections_under_two_gigabytes(tmp_path):
     proc = _eval_under_limit(tmp_path, 3_000_000, 2 << 30)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((tmp_path / "m.json").read_text())["num_predictions"] == 1800
+    assert json.loads((tmp_path / "m.json").read_text())["num_predictions"] == 1200
+
+
+def test_confident_false_positives_of_one_category_score_as_pycocotools_scores_them(tmp_path, capsys):
+    """400 confident false circles per image used to push every square out of a top 300 per image: AP50 0.0.
+    COCOeval counts the best 100 of each image and category, so plain pycocotools on the same files is the
+    reference, and the console says what was left out."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = {"images": GT["images"], "categories": GT["categories"][:2],
+          "annotations": [{"id": 2 * i + c, "image_id": i, "category_id": c + 1, "bbox": [10 + 40 * c, 10, 20, 30],
+                           "area": 600, "iscrowd": 0} for i in range(1, 7) for c in range(2)]}  # fmt: skip
+    preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.5}
+             for a in gt["annotations"]]  # fmt: skip
+    preds += [{"image_id": i, "category_id": 1, "bbox": [60 + k % 20, 60, 5, 5], "score": 0.9}
+              for i in range(1, 7) for k in range(400)]  # fmt: skip
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    out = tmp_path / "metrics.json"
+    assert main(["eval", "--annotations", str(tmp_path / "gt.json"), "--predictions", str(tmp_path / "preds.json"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(tmp_path / "gt.json"))
+        ev = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "preds.json")), iouType="bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    metrics = json.loads(out.read_text())
+    assert metrics["AP50_all"] == pytest.approx(100 * ev.stats[1], abs=1e-6)
+    assert metrics["AP"] == pytest.approx(100 * ev.stats[0], abs=1e-6)
+    assert metrics["AP50_all"] == pytest.approx(50.0, abs=1e-6)  # squares all found, circles buried under 100 FPs
+    err = capsys.readouterr().err
+    assert f"{6 * 301} of {len(preds)} detections were left out before scoring" in err
+    assert "best 100 of each image and category" in err

@@ -43,3 +43,19 @@ def test_report_from_a_metrics_dict_skips_pr_curves(tmp_path):
     paths = write_report(make_eval().metrics, tmp_path)
     assert [p.name for p in paths] == ["report.md", "ap50_per_category.png"]
     assert "no PR curves" in paths[0].read_text()
+
+
+def test_max_dets_is_listed_once_with_the_value_scoring_used(tmp_path):
+    """A model run records what it kept per image; the report lists `max_dets` once: what COCOeval counted."""
+    result = make_eval()
+    result.metrics["meta"] = {**result.metrics["meta"], "max_dets": 300}  # as sidecars of earlier runs hold it
+    md = write_report(result, tmp_path)[0].read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| max_dets |")]
+    assert rows == ["| max_dets | 100 |"]
+
+
+def test_every_report_file_carries_the_mark(tmp_path):
+    from ovdet.file_mark import is_ours
+
+    paths = write_report(make_eval(), tmp_path)
+    assert all(is_ours(p) for p in paths), [p.name for p in paths if not is_ours(p)]

@@ -23,16 +23,19 @@ RUN_KEYS = ("batch_size", "workers", "max_dets", "score_threshold", "nms", "temp
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ovdet.cli.evaluate import print_summary
+    from ovdet.cli.evaluate import print_summary, scores_saved_predictions
+    from ovdet.cli.options import check_values
     from ovdet.evaluation.evaluate import evaluate_model
 
     options = OmegaConf.to_container(cfg, resolve=True)
-    if options["model_path"] is None and options["images"] is not None:  # as `ovdet eval`: the embedded model
-        from ovdet.assets import resolve_model
+    saved = scores_saved_predictions(options["model_path"], options["predictions"], options["images"])
+    if options["model_path"] is None and not saved:  # as `ovdet eval`: the embedded model; saved predictions
+        from ovdet.assets import resolve_model  # that exist are scored, never written
 
         options["model_path"] = resolve_model(None)
     kwargs = {k: options[k] for k in KEYS if options['model_path'] is not None or k not in RUN_KEYS}
     try:
+        check_values(options["score_threshold"], options["nms"], options["max_dets"], max_option="max_dets")
         result = evaluate_model(options["model_path"], options["annotations"], options["images"], **kwargs)
     except (ValueError, OSError) as err:
         print(f"tools/eval.py: error: {err}", file=sys.stderr)

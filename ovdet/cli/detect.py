@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,7 +18,12 @@ EPILOG = """\
 Results JSON (--out): one record per image: path, width, height, model, untrained, detections, where a
 detection is {box: [x0, y0, x1, y1] in the image's pixels, score, label: query index, query: its text}.
 --out-format pipeline writes transformers' zero-shot-object-detection records instead
-({score, label: the query text, box: {xmin, ymin, xmax, ymax}} as ints), one list per image.
+({score, label: the query text, box: {xmin, ymin, xmax, ymax}} as ints): for image files, one list per
+image in the order given, as transformers' pipeline returns them; when a folder is given, one
+{path, detections: [records]} per image, since a folder's order is not the user's.
+--out writes its list and a sidecar NAME.meta.json that marks it as ovdet's; --draw writes PNGs
+marked the same way. An existing file without ovdet's mark (yours) is refused before the model
+loads, unless --overwrite is given. Image paths are local files: URLs are not read.
 
 Examples:
   ovdet detect photo.jpg -q "red umbrella" -q forklift --draw out/
@@ -63,6 +68,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out-format", choices=["ovdet", "pipeline"], default="ovdet",
                    help="--out records: ovdet's (see below) or transformers' zero-shot-object-detection pipeline's")
     p.add_argument("--draw", type=Path, default=None, metavar="DIR", help="write PNGs with labelled boxes into DIR")
+    options.add_overwrite(p)
     p.set_defaults(run=run)
 
 
@@ -97,10 +103,15 @@ def load_exemplars(exemplars: list[tuple[str, tuple]]) -> list[tuple[object, tup
 
 
 def expand_images(items: list[str]) -> list[str]:
-    """Files as given; a folder gives its image files (sorted, not recursive), as `yolo predict source=dir/`."""
+    """Files as given; a folder gives its image files (sorted, not recursive), as `yolo predict source=dir/`.
+
+    Checked before any model loads: a URL is refused, and so is a run none of whose images exist; in a
+    batch with some good files a missing one stays, to be reported in its place as a bad file is."""
+    from ovdet.cli.input_paths import existing_file_or_folder, local_path
+
     paths = []
     for item in items:
-        path = Path(item)
+        path = local_path(item, "image")
         if path.is_dir():
             found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
@@ -108,17 +119,42 @@ def expand_images(items: list[str]) -> list[str]:
             paths += found
         else:
             paths.append(item)
+    if not any(os.path.lexists(p) for p in paths):
+        existing_file_or_folder(paths[0], "image")  # nothing to detect on: one line before the model loads
     return paths
 
 
-def check_outputs(args: argparse.Namespace, images: list[str]) -> None:
-    """Output paths checked before the model loads: nothing ovdet did not write is ever overwritten."""
+def check_outputs(args: argparse.Namespace, images: list[str]) -> list[Path]:
+    """Output paths checked before the model loads: an input, or a file ovdet did not write, is never
+    overwritten (unless --overwrite). Returns the drawing of each image (none without --draw)."""
+    from ovdet.file_mark import check_replaceable_file, sidecar_path
     from ovdet.safe_write import check_output_folder, check_output_path
 
+    overwrite = bool(getattr(args, "overwrite", False))
+    inputs = [*images, *(path for path, _ in args.exemplars), args.vocab_cache]
     if args.out is not None:
-        check_output_path(args.out, "--out", inputs=[*images, *(path for path, _ in args.exemplars)])
-    if args.draw is not None:
-        check_output_folder(args.draw, "--draw")
+        check_output_path(args.out, "--out", inputs=inputs, overwrite=overwrite)
+        check_output_path(sidecar_path(args.out), "--out's sidecar", inputs=inputs, overwrite=overwrite)
+    if args.draw is None:
+        return []
+    check_output_folder(args.draw, "--draw")
+    drawings = drawing_names(args.draw, images)
+    for target in drawings:
+        check_replaceable_file(target, "--draw", overwrite)
+    return drawings
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Option values and input files other than the images, before the model loads."""
+    from ovdet.cli.input_paths import check_templates, existing_file
+
+    options.check_at_least("--batch-size", args.batch_size, 1)
+    options.check_postprocess(args)
+    for path, _ in args.exemplars:
+        existing_file(path, "--exemplar image")
+    if args.vocab_cache is not None:
+        args.vocab_cache = existing_file(args.vocab_cache, "--vocab-cache")
+    check_templates(args.templates)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,13 +164,12 @@ def run(args: argparse.Namespace) -> int:
     alone = args.vocab_cache is None and not args.exemplars  # nothing else brings queries
     queries = validate_queries(args.queries) if args.queries or alone else []
     negatives = validate_queries(args.negatives) if args.negatives else []
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    options.check_postprocess(args)
+    check_inputs(args)
     paths = expand_images(args.images)
-    check_outputs(args, paths)
+    drawings = check_outputs(args, paths)
     exemplars = load_exemplars(args.exemplars)
     device = options.resolve_device(args.device)
+    per_path = args.out_format == "pipeline" and any(Path(item).is_dir() for item in args.images)
 
     from ovdet.models.detector import Detector
 
@@ -158,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
     records: dict[int, dict] = {}
     pipeline: dict[int, list] = {}
     untrained_banner = banner() if detector.untrained else None
-    drawings = drawing_names(args.draw, paths) if args.draw else []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OvdetWarning)
         for item in detect_stream(detector, paths, queries, threshold=args.threshold, nms=args.nms,
@@ -169,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
             records[item.index] = image_record(paths[item.index], item.size, model_name, detector.untrained,
                                                item.detections)
             if args.out_format == "pipeline":
-                pipeline[item.index] = [d.to_pipeline() for d in item.detections]
+                converted = [d.to_pipeline() for d in item.detections]
+                pipeline[item.index] = {"path": paths[item.index], "detections": converted} if per_path else converted
             if not args.quiet:
                 print_table([records[item.index]])
             if args.draw:
@@ -206,10 +241,11 @@ def report_warnings(caught) -> None:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def write_json(out: Path, data) -> None:
-    from ovdet.safe_write import atomic_write_text
+def write_json(out: Path, data: list) -> None:
+    """The results list, and its sidecar NAME.meta.json with ovdet's mark (the list stays as users expect it)."""
+    from ovdet.inference.results_file import write_list
 
-    atomic_write_text(out, json.dumps(data, indent=2))
+    write_list(data, out, indent=2)
     print(f"wrote {printable(str(out))}")
 
 
@@ -254,8 +290,11 @@ def write_drawing(target: Path, image, size, dets, banner_text: str | None) -> N
 
     from ovdet.draw import draw_detections
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from ovdet.file_mark import png_info
+    from ovdet.safe_write import atomic_writer
+
     scale = image.width / size[0]  # detections are in the file's pixels; it may have loaded downscaled
     drawn = dets if scale == 1 else [replace(d, box=[v * scale for v in d.box]) for d in dets]
-    draw_detections(image, drawn, banner_text).save(target)
+    with atomic_writer(target, "wb") as f:
+        draw_detections(image, drawn, banner_text).save(f, format="PNG", pnginfo=png_info())
     print(f"wrote {printable(str(target))}")

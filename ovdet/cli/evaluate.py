@@ -13,13 +13,18 @@ from ovdet.cli import options
 UNTRAINED_BANNER = "UNTRAINED PLUMBING MODEL: random head, these numbers measure nothing"
 EPILOG = """\
 --predictions FILE, by case:
-  with --images       run the model (--model, default the embedded one) and write its COCO results to FILE,
-                      and what produced them
-                      (model, templates, scoring mode) to FILE's sidecar NAME.meta.json
-  without --model or --images: evaluate FILE as saved COCO results (no model run)
+  FILE exists, no --model: FILE is scored as saved COCO results, never written (no model runs,
+                      even with --images)
+  with --model, or with --images and no FILE yet: run the model (--model, default the embedded one)
+                      and write its COCO results to FILE, and what produced them (model, templates,
+                      scoring mode) to FILE's sidecar NAME.meta.json
   without --annotations (folder mode) run on every image under --images with --categories as the
                       vocabulary; writes FILE, NAME.images.json (generated image ids) and
                       NAME.per_image.json (detections per file); no metrics
+Scoring keeps what the protocol counts: COCO the best 100 per image and category (COCOeval's maxDets),
+LVIS the best 300 per image; how many detections were left out is printed.
+Every file written carries ovdet's mark; an existing file without it (yours) is refused before any
+work unless --overwrite is given.
 
 Examples:
   ovdet eval --model MODEL --annotations instances_val2017.json --images val2017 --split ovcoco \\
@@ -41,9 +46,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
                    help="model to run (ovdet, OWL-ViT/OWLv2 or CLIP-family folder); default: the embedded ShapeWorld "
-                        "model, unless --predictions without --images asks to score saved predictions")
-    p.add_argument("--annotations", type=Path, default=None, metavar="JSON", help="COCO or LVIS annotation json")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="folder the json's file_name paths are in")
+                        "model, unless --predictions names an existing file: that is scored, never replaced")
+    p.add_argument("--annotations", default=None, metavar="JSON", help="COCO or LVIS annotation json")
+    p.add_argument("--images", default=None, metavar="DIR", help="folder the json's file_name paths are in")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--novel", default=None, metavar="NAME,NAME", help="novel category names (the rest are base)")
     group.add_argument("--split", default=None, metavar="SPLIT",
@@ -59,14 +64,15 @@ def add_parser(sub) -> None:
     p.add_argument("--template-mode", choices=["embed", "logit"], default="embed",
                    help="average template embeddings (CLIP) or average logits over templates (OWL-ViT)")
     p.add_argument("--out", type=Path, default=None, metavar="JSON", help="write metrics.json here")
-    p.add_argument("--predictions", type=Path, default=None, metavar="JSON",
-                   help="COCO results file: written when --model runs, read when --model is omitted (see below)")
+    p.add_argument("--predictions", default=None, metavar="JSON",
+                   help="COCO results file: written when a model runs; an existing one without --model is scored, "
+                        "never written (see below)")
     p.add_argument("--report", type=Path, default=None, metavar="DIR", help="write report.md and PNG plots into DIR")
     p.add_argument("--categories", default=None, metavar="NAMES|JSON",
                    help="folder mode only (no --annotations): vocabulary as 'a,b,c' or a json with 'categories'")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--max-dets", "--max-detections", dest="max_dets", type=int, default=300,
-                   help="(box, category) pairs kept per image, ranked over all pairs")
+                   help="(box, category) pairs a model run keeps per image, ranked over all pairs")
     p.add_argument("--threshold", type=float, default=0.0, help="minimum score kept (0 keeps the full ranking for AP)")
     p.add_argument("--nms", type=float, default=0.5, metavar="IOU",
                    help="per-category NMS IoU, as ovdet detect applies it; 1 keeps every box")
@@ -74,6 +80,7 @@ def add_parser(sub) -> None:
     p.add_argument("--devices", type=int, default=1, help="number of devices; >1 runs DDP (one process per GPU)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: main process)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="hide the progress bar")
+    options.add_overwrite(p)
     p.set_defaults(run=run)
 
 
@@ -87,23 +94,28 @@ def _run(args: argparse.Namespace) -> int:
 
     split = args.novel if args.novel is not None else args.split
     accelerator, devices = lightning_devices(args.device, args.devices)
-    options = dict(batch_size=args.batch_size, workers=args.workers, max_dets=args.max_dets,
-                   score_threshold=args.threshold, nms=args.nms, templates=args.templates,
-                   template_mode=args.template_mode, accelerator=accelerator, devices=devices,
-                   progress=not args.no_progress)  # fmt: skip
-    if args.model is None and not (args.predictions is not None and args.images is None):
+    check_inputs(args)  # every path and value, before any model is looked for
+    run_options = dict(batch_size=args.batch_size, workers=args.workers, max_dets=args.max_dets,
+                       score_threshold=args.threshold, nms=args.nms, templates=args.templates,
+                       template_mode=args.template_mode, accelerator=accelerator, devices=devices,
+                       progress=not args.no_progress)  # fmt: skip
+    overwrite = bool(getattr(args, "overwrite", False))
+    if scores_saved_predictions(args.model, args.predictions, args.images):
+        if args.images is not None:
+            print(f"ovdet eval: note: scoring the saved predictions '{args.predictions}' (--images is not used; "
+                  "pass --model to run a model instead)", file=sys.stderr)  # fmt: skip
+    elif args.model is None:
         from ovdet.assets import resolve_model
 
         args.model = resolve_model(None)  # like `ovdet detect`: the embedded model unless saved predictions are scored
     if args.annotations is None:
-        return _folder_mode(args, options, predict_images)
+        return _folder_mode(args, run_options, predict_images, overwrite)
     if args.categories is not None:
         raise ValueError("--categories is for folder mode only; with --annotations the json's categories are used")
-    if args.model is None and args.predictions is None:
-        raise ValueError("give --model to run a detector, or --predictions FILE to evaluate saved predictions")
     result = evaluate_model(args.model, args.annotations, args.images, split=split, protocol=args.protocol,
                             vocabulary=args.vocabulary, predictions=args.predictions, out=args.out,
-                            report=args.report, **(options if args.model is not None else {}))  # fmt: skip
+                            report=args.report, overwrite=overwrite,
+                            **(run_options if args.model is not None else {}))  # fmt: skip
     if result is None:
         return 0  # a non-zero DDP rank
     print_summary(result.metrics)
@@ -114,13 +126,42 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _folder_mode(args, options: dict, predict_images) -> int:
+def scores_saved_predictions(model, predictions, images) -> bool:
+    """No model named, and a predictions file that exists (the user's results: scored, never written) or
+    no images to run a model on."""
+    return model is None and predictions is not None and (images is None or Path(predictions).exists())
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Every file argument and numeric option, checked before a model is loaded (which takes seconds)."""
+    from ovdet.cli import input_paths
+
+    options.check_at_least("--batch-size", args.batch_size, 1)
+    options.check_at_least("--workers", args.workers, 0)
+    options.check_values(threshold=args.threshold, nms=args.nms, max_detections=args.max_dets, max_option="--max-dets")
+    if args.annotations is not None:
+        args.annotations = input_paths.existing_file(args.annotations, "annotation file")
+    if args.images is not None:
+        args.images = input_paths.existing_folder(args.images, "--images")
+    if args.predictions is not None:
+        args.predictions = input_paths.local_path(args.predictions, "--predictions")
+    if args.categories is not None and str(args.categories).endswith(".json"):
+        input_paths.existing_file(args.categories, "--categories")
+    if not scores_saved_predictions(args.model, args.predictions, args.images):
+        input_paths.check_templates(args.templates)
+    if args.model is None and args.predictions is None and args.images is None:
+        raise ValueError("give --images DIR to run a model (--model, default the embedded one), "
+                         "or --predictions FILE to evaluate saved predictions")  # fmt: skip
+
+
+def _folder_mode(args, run_options: dict, predict_images, overwrite: bool) -> int:
     if args.model is None or args.images is None or args.categories is None or args.predictions is None:
         raise ValueError(
             "without --annotations, give --model, --images DIR, --categories 'a,b' and --predictions FILE "
             "to run on a plain folder; to compute metrics pass --annotations JSON"
         )
-    dets = predict_images(args.model, args.images, args.categories, args.predictions, **options)
+    dets = predict_images(args.model, args.images, args.categories, args.predictions, overwrite=overwrite,
+                          **run_options)  # fmt: skip
     if dets is not None:
         print(f"wrote {len(dets)} detections to {args.predictions} (+ .images.json, .per_image.json); "
               "no --annotations, so no metrics")  # fmt: skip

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
+
+from ovdet.errors import OvdetError
 
 MODEL_HELP = ("ovdet model folder, OWL-ViT/OWLv2 folder, CLIP/OpenCLIP/SigLIP folder or cached hub id "
               "(a bare tower gets an untrained head); default: the embedded ShapeWorld model")
@@ -55,12 +58,23 @@ def add_postprocess(p: argparse.ArgumentParser, max_detections: int = 100) -> No
 
 def check_postprocess(args: argparse.Namespace) -> None:
     """Option values checked before any model is loaded."""
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold must be in 0..1 (a sigmoid score), got {args.threshold:g}; e.g. --threshold 0.3")
-    if not 0.0 < args.nms:
-        raise ValueError(f"--nms must be an IoU in (0, 1] (1 turns NMS off), got {args.nms:g}")
-    if args.max_detections < 1:
-        raise ValueError(f"--max-detections must be >= 1, got {args.max_detections}")
+    check_values(threshold=args.threshold, nms=args.nms, max_detections=args.max_detections)
+
+
+def check_values(threshold: float | None, nms: float | None, max_detections: int,
+                 max_option: str = "--max-detections") -> None:
+    """Score threshold, NMS IoU and detection cap: NaN, infinities and values out of range are one line."""
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise OvdetError(f"--threshold must be in 0..1 (a sigmoid score), got {threshold:g}; e.g. --threshold 0.3")
+    if nms is not None and not (math.isfinite(nms) and 0.0 < nms <= 1.0):
+        raise OvdetError(f"--nms must be an IoU in (0, 1] (1 turns NMS off), got {nms:g}; e.g. --nms 0.5")
+    check_at_least(max_option, max_detections, 1)
+
+
+def check_at_least(option: str, value: int, minimum: int) -> None:
+    """An integer option (`--batch-size`, `--workers`) below its minimum is one line."""
+    if value < minimum:
+        raise OvdetError(f"{option} must be >= {minimum}, got {value}")
 
 
 def resolve_device(name: str) -> str:

@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ovdet.data.coco_validation import check_eval_json
-from ovdet.evaluation.predictions import MAX_PER_IMAGE, load_json, read_predictions
+from ovdet.evaluation.predictions import load_json, read_predictions, warn_dropped
 from ovdet.evaluation.result import EvalResult, mean_precision
 from ovdet.evaluation.splits import Split, load_split
 
@@ -45,9 +45,10 @@ def run_coco_ov(
 
     gt: COCO annotation json (path or loaded dict; a dict is copied, never modified).
     predictions: COCO results (list or json path): image_id, category_id, bbox xywh, score; read as
-        a stream, the best `MAX_PER_IMAGE` (300) of each image kept (COCO's challenge allows 100).
+        a stream, the best `max_dets` of each image and category kept (all that COCOeval counts);
+        how many were left out is said as an OvdetWarning.
     split: see `load_split`; None takes `"split"` from the gt categories, else all are base.
-    max_dets: detections per image that count (COCO's 100).
+    max_dets: detections per image and category that count (COCOeval's maxDets, 100).
     meta: what produced the predictions (templates, scoring mode, model); kept in metrics.
 
     One COCOeval over every gt category; the group numbers average slices of its precision
@@ -60,13 +61,14 @@ def run_coco_ov(
     with _quiet(verbose):
         coco_gt = _load_gt(gt)
         split = load_split(split, coco_gt.dataset["categories"])
-        dets, dropped = read_predictions(predictions, coco_gt.getImgIds(), coco_gt.getCatIds(),
-                                         max(MAX_PER_IMAGE, max_dets))  # fmt: skip
+        dets, dropped = read_predictions(predictions, coco_gt.getImgIds(), coco_gt.getCatIds(), max_dets,
+                                         per_category=True)  # fmt: skip
         coco_dt = coco_gt.loadRes(dets) if dets else _empty_results(coco_gt)
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
         ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()
         ev.accumulate()
+    warn_dropped(dropped, len(dets), f"COCOeval counts the best {max_dets} of each image and category")
     if verbose:
         ev.summarize()
     full = ev.eval["precision"]  # [T, R, K, A, M]

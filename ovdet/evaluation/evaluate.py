@@ -7,13 +7,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from ovdet import file_mark
 from ovdet.data.coco_validation import check_eval_json
 from ovdet.errors import OvdetWarning
 from ovdet.evaluation.coco_ov import run_coco_ov
 from ovdet.evaluation.predictions import load_json
 from ovdet.evaluation.result import EvalResult
 from ovdet.evaluation.splits import Split, load_split
-from ovdet.safe_write import atomic_write_text, check_output_folder, check_output_path
+from ovdet.safe_write import atomic_write_text, check_output_path
 
 PROTOCOLS = ("auto", "coco", "lvis")
 EVAL_MAX_DETS = {"coco": 100, "lvis": 300}  # COCOeval: per image and category; LVIS: per image
@@ -41,6 +42,7 @@ def evaluate_model(
     devices: int | str | list[int] = 1,
     progress: bool = True,
     verbose: bool = False,
+    overwrite: bool = False,
 ) -> EvalResult | None:
     """Evaluate a detector on a COCO or LVIS json, or evaluate saved COCO results.
 
@@ -57,13 +59,14 @@ def evaluate_model(
     templates / template_mode / max_dets / score_threshold / nms / batch_size / workers /
         accelerator / devices: see `ovdet.inference.predict_coco`.
     out: write metrics.json there. report: write report.md and plots into that folder. Every file
-        is written atomically (`ovdet.safe_write`); a path that would overwrite an input or an
-        existing non-JSON file is refused before any work.
+        is written atomically (`ovdet.safe_write`) and carries ovdet's mark (`ovdet.file_mark`); a
+        path that would overwrite an input, or an existing file ovdet did not write (unless
+        `overwrite`), is refused before any work.
 
     Returns the EvalResult (metrics dict + precision arrays); None on non-zero DDP ranks.
     """
     _check_outputs(annotations, predictions if model is not None else None, out, report,
-                   inputs=[predictions if model is None else None])  # fmt: skip
+                   inputs=[predictions if model is None else None], overwrite=overwrite)  # fmt: skip
     gt = _load_annotations(annotations)
     protocol = detect_protocol(gt) if protocol == "auto" else protocol
     if protocol not in EVAL_MAX_DETS:
@@ -113,7 +116,7 @@ def run_detector(
         "templates": detector.prompt_templates(options.get("templates")),
         "template_mode": options.get("template_mode", "embed"),
         "vocabulary_size": len(categories),
-        "max_dets": options.get("max_dets", 300),
+        "detections_per_image": options.get("max_dets", 300),  # what the run kept; `max_dets`: what scoring counts
         "score_threshold": options.get("score_threshold", 0.0),
         "nms": options.get("nms"),
     }
@@ -127,30 +130,32 @@ def run_detector(
 
 
 def predict_images(
-    model, images: str | Path, categories: str | Path | Sequence[str], predictions: str | Path, **options
+    model, images: str | Path, categories: str | Path | Sequence[str], predictions: str | Path,
+    overwrite: bool = False, **options,
 ) -> list[dict] | None:
     """Batch inference on a plain folder (no ground truth): writes the COCO results to `predictions`,
     `<stem>.images.json` (a COCO json with the generated image ids and the categories, ready to be
     annotated) and `<stem>.per_image.json` (detections per file with names and xyxy boxes).
 
     categories: comma-separated names, a list of names, or a json (COCO json's `categories`, or a list).
+    Every file carries ovdet's mark; one that exists without it is refused before any work unless `overwrite`.
     options: see `ovdet.inference.predict_coco`. Returns the records (None off rank 0).
     """
-    from ovdet.inference import images_from_folder, per_image_json, write_results
+    from ovdet.inference import images_from_folder, meta_path, per_image_json, write_list, write_results
 
     path = Path(predictions)
     sidecars = [path.with_name(f"{path.stem}.{kind}.json") for kind in ("images", "per_image")]
     source = [categories] if isinstance(categories, (str, Path)) and str(categories).endswith(".json") else []
-    for target in (path, *sidecars):
-        check_output_path(target, "--predictions", inputs=source)
+    for target in (path, meta_path(path), *sidecars, meta_path(sidecars[1])):
+        check_output_path(target, "--predictions", inputs=source, overwrite=overwrite)
     cats = load_categories(categories)
     entries = images_from_folder(images)
     dets, meta = run_detector(model, entries, images, cats, **options)
     if dets is None:
         return None
     path = write_results(dets, predictions, {**meta, "images": str(images)})
-    atomic_write_text(sidecars[0], json.dumps({"images": entries, "categories": cats}))
-    atomic_write_text(sidecars[1], json.dumps(per_image_json(dets, entries, cats)))
+    atomic_write_text(sidecars[0], json.dumps(file_mark.marked({"images": entries, "categories": cats})))
+    write_list(per_image_json(dets, entries, cats), sidecars[1])
     return dets
 
 
@@ -205,8 +210,9 @@ def _score(gt: dict, protocol: str, dets, split, meta: dict, verbose: bool) -> E
     return run_coco_ov(gt, dets, split, max_dets=EVAL_MAX_DETS["coco"], meta=meta, verbose=verbose)
 
 
-def _check_outputs(annotations, written_predictions, out, report, inputs=()) -> None:
-    """Refuse, before any work, an output that would overwrite an input or a file that is not a result."""
+def _check_outputs(annotations, written_predictions, out, report, inputs=(), overwrite: bool = False) -> None:
+    """Refuse, before any work, an output that would overwrite an input or a file ovdet did not write."""
+    from ovdet.evaluation.report import check_report_folder
     from ovdet.inference.results_file import meta_path
 
     sources = [annotations if not isinstance(annotations, dict) else None, *inputs]
@@ -216,16 +222,16 @@ def _check_outputs(annotations, written_predictions, out, report, inputs=()) -> 
     paths = [Path(t) for t, _ in targets if t is not None]
     for target, option in targets:
         if target is not None:
-            check_output_path(target, option, inputs=sources)
+            check_output_path(target, option, inputs=sources, overwrite=overwrite)
     if len({str(p.resolve()) for p in paths}) < len(paths):
         raise ValueError(f"the output files {[str(p) for p in paths]} must differ; give each its own path")
     if report is not None:
-        check_output_folder(report, "--report")
+        check_report_folder(report, overwrite)
 
 
 def _write_outputs(result: EvalResult, out, report) -> None:
     if out is not None:
-        atomic_write_text(out, json.dumps(result.metrics, indent=2))
+        atomic_write_text(out, json.dumps(file_mark.marked(result.metrics), indent=2))
     if report is not None:
         from ovdet.evaluation.report import write_report
 

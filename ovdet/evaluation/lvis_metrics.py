@@ -13,7 +13,7 @@ import numpy as np
 
 from ovdet.data.coco_validation import check_eval_json
 from ovdet.evaluation.lvis_compat import LVISEval, LVISResults, empty_results, lvis_from_dict
-from ovdet.evaluation.predictions import load_json, read_predictions
+from ovdet.evaluation.predictions import load_json, read_predictions, warn_dropped
 from ovdet.evaluation.result import EvalResult, mean_precision
 from ovdet.evaluation.splits import Split, load_split
 
@@ -63,6 +63,7 @@ def run_lvis(
         ev = LVISEval(lvis_gt, lvis_dt, iou_type="bbox")
         ev.params.max_dets = max_dets
         ev.run()
+    warn_dropped(dropped, len(dets), f"LVIS counts the best {max_dets} of each image")
     if verbose:
         ev.print_results()
     p = ev.eval["precision"][:, :, :, 0]  # [T, R, K] area "all"

@@ -1,8 +1,9 @@
 """Read and check COCO-style results (image_id, category_id, bbox xywh, score) at the boundary.
 
 A results file is read as a stream, one record at a time; each record is checked (a bad one is
-one ValueError naming it and the fix) and only the best `max_per_image` of each image are kept
-while reading, as LVIS does (300), so millions of detections need little memory.
+one ValueError naming it and the fix) and only what the protocol counts is kept while reading, so
+millions of detections need little memory: LVIS counts the best 300 of each image, COCOeval the best
+`maxDets` (100) of each image and category.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from ovdet.json_file import read_json_file
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
-MAX_PER_IMAGE = 300  # LVIS keeps 300 per image; COCO's challenge allows 100
+MAX_PER_IMAGE = 300  # LVIS keeps 300 per image (COCOeval: 100 per image and category)
 CHUNK_CHARS = 1 << 20
 MAX_RECORD_CHARS = 1 << 24  # no detection record is 16 M characters long
 RESULTS_HINT = 'COCO results are one JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}'
@@ -39,9 +40,10 @@ def load_predictions(
     image_ids: Iterable[int],
     cat_ids: Iterable[int],
     max_per_image: int = MAX_PER_IMAGE,
+    per_category: bool = False,
 ) -> list[dict]:
     """Fresh, checked copies of the detections (the COCO and LVIS APIs write into them); see `read_predictions`."""
-    return read_predictions(predictions, image_ids, cat_ids, max_per_image)[0]
+    return read_predictions(predictions, image_ids, cat_ids, max_per_image, per_category)[0]
 
 
 def read_predictions(
@@ -49,8 +51,12 @@ def read_predictions(
     image_ids: Iterable[int],
     cat_ids: Iterable[int],
     max_per_image: int = MAX_PER_IMAGE,
+    per_category: bool = False,
 ) -> tuple[list[dict], int]:
     """The best `max_per_image` detections of each image, in file order, and how many were dropped.
+
+    per_category: keep the best `max_per_image` of each (image, category) instead, as COCOeval counts
+        them (its `maxDets` applies per image and category), so the kept ones score as all of them would.
 
     Raises ValueError naming the record when one is not a detection (a bbox that is not 4 numbers,
     a string score, a nested list ...) or names an image or category the ground truth lacks:
@@ -65,22 +71,33 @@ def read_predictions(
         raise ValueError(f"{name} must be a COCO results list, got {type(predictions).__name__}; {RESULTS_HINT}")
     known = {"image_id": set(image_ids), "category_id": set(cat_ids)}
     unknown: dict[str, set] = {"image_id": set(), "category_id": set()}
-    heaps: dict[int, list[tuple]] = {}
+    heaps: dict[int | tuple[int, int], list[tuple]] = {}
     total = 0
     for i, rec in enumerate(records):
         image_id, cat_id, box, score = check_record(rec, i, name)
         for key, value in (("image_id", image_id), ("category_id", cat_id)):
             if value not in known[key] and len(unknown[key]) <= 10:
                 unknown[key].add(value)
-        heap = heaps.setdefault(image_id, [])
-        item = (score, -i, cat_id, box)  # the lowest score, then the latest, leaves first (a stable sort's top k)
+        heap = heaps.setdefault((image_id, cat_id) if per_category else image_id, [])
+        item = (score, -i, image_id, cat_id, box)  # the lowest score, then the latest, leaves first (a stable top k)
         heapq.heappush(heap, item) if len(heap) < max_per_image else heapq.heappushpop(heap, item)
         total += 1
     for key in ("image_id", "category_id"):
         _check_ids(key, unknown[key], name)
-    kept = sorted((-neg_i, img, cat, box, score) for img, heap in heaps.items() for score, neg_i, cat, box in heap)
+    kept = sorted((-neg_i, img, cat, box, score) for heap in heaps.values() for score, neg_i, img, cat, box in heap)
     dets = [{"image_id": img, "category_id": cat, "bbox": box, "score": score} for _, img, cat, box, score in kept]
     return dets, total - len(dets)
+
+
+def warn_dropped(dropped: int, kept: int, rule: str) -> None:
+    """Say on the console what was left out before scoring (an OvdetWarning: `ovdet eval` prints one line)."""
+    if dropped:
+        import warnings
+
+        from ovdet.errors import OvdetWarning
+
+        warnings.warn(f"{dropped} of {dropped + kept} detections were left out before scoring: {rule}",
+                      OvdetWarning, stacklevel=3)  # fmt: skip
 
 
 def check_record(rec, i: int, name: str = "predictions") -> tuple[int, int, list[float], float]:

@@ -8,8 +8,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ovdet import file_mark
 from ovdet.evaluation.result import EvalResult
-from ovdet.safe_write import atomic_write_text, atomic_writer
+from ovdet.safe_write import atomic_write_text, atomic_writer, check_output_folder
 
 COLORS = {"novel": "tab:orange", "base": "tab:blue", "other": "tab:gray"}
 HEADLINE = (
@@ -17,7 +18,15 @@ HEADLINE = (
     "APr", "APc", "APf", "APs", "APm", "APl",
 )  # fmt: skip
 INFO = ("protocol", "split", "num_images", "num_predictions", "max_dets")
-AP50_PNG, PR_PNG = "ap50_per_category.png", "pr_novel.png"
+AP50_PNG, PR_PNG, REPORT_MD = "ap50_per_category.png", "pr_novel.png", "report.md"
+
+
+def check_report_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a report folder that is a file or holds a report.md or plot ovdet did not write."""
+    out = check_output_folder(out_dir, "--report")
+    for name in (REPORT_MD, AP50_PNG, PR_PNG):
+        file_mark.check_replaceable_file(out / name, "--report", overwrite)
+    return out
 
 
 def write_report(result: EvalResult | dict, out_dir: str | Path, title: str = "ovdet evaluation") -> list[Path]:
@@ -43,14 +52,16 @@ def write_report(result: EvalResult | dict, out_dir: str | Path, title: str = "o
         written.append(_plot_pr(result, rows, out / PR_PNG))
     else:
         notes.append("No novel category has ground truth: no PR curves.")
-    md = atomic_write_text(out / "report.md", _markdown(title, metrics, rows, [p.name for p in written], notes))
+    md = out / REPORT_MD
+    atomic_write_text(md, file_mark.marked_text(md, _markdown(title, metrics, rows, [p.name for p in written], notes)))
     return [md, *written]
 
 
 def _markdown(title: str, metrics: dict, rows: list[dict], plots: list[str], notes: list[str]) -> str:
     lines = [f"# {title}", "", "## Setup", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {metrics[k]} |" for k in INFO if k in metrics]
-    lines += [f"| {k} | {_text(v)} |" for k, v in metrics.get("meta", {}).items()]
+    lines += [f"| {k} | {_text(v)} |" for k, v in metrics.get("meta", {}).items()
+              if k not in INFO and k != file_mark.MARK_KEY]  # each setting once: the value the scoring used
     lines += ["", "## Results (percent; – means no ground truth)", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {_fmt(metrics[k])} |" for k in HEADLINE if k in metrics]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if k.startswith("AR") and isinstance(v, float)]
@@ -105,7 +116,7 @@ def _plot_pr(result: EvalResult, rows: list[dict], path: Path) -> Path:
 
 def _save_png(fig: Figure, path: Path) -> Path:
     with atomic_writer(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=110, metadata={file_mark.MARK_KEY: file_mark.MARK_VALUE})
     return path
 
 

@@ -17,6 +17,7 @@ _EXPORTS = {
     "CocoPredictModule": "predict_module",
     "meta_path": "results_file",
     "read_meta": "results_file",
+    "write_list": "results_file",
     "write_results": "results_file",
 }
 
