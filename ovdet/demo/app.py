@@ -2,7 +2,8 @@
 
 Everything the page does is a function of `ovdet.demo.callbacks`; this file lays out the
 components, wires the events and starts the server with its limits (upload size and storage,
-queue, request timeout; the HTTP limits are in `ovdet.demo.http_server`).
+queue, request timeout, sessions kept; the HTTP limits are in `ovdet.demo.http_server`,
+`ovdet.demo.request_limits` and `ovdet.demo.route_guard`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from fastapi import FastAPI  # noqa: E402
 
 from ovdet.demo import callbacks  # noqa: E402
 from ovdet.demo.examples import example_scenes  # noqa: E402
-from ovdet.demo.http_server import RequestLimits, RunningServer  # noqa: E402
+from ovdet.demo.http_server import RunningServer  # noqa: E402
 from ovdet.demo.image_input import ImageInput  # noqa: E402
 from ovdet.demo.model_registry import ModelRegistry  # noqa: E402
 from ovdet.demo.model_worker import ModelWorker, RequestTimeout  # noqa: E402
+from ovdet.demo.page_blocks import DemoBlocks  # noqa: E402
+from ovdet.demo.request_limits import RequestLimits  # noqa: E402
+from ovdet.demo.route_guard import RouteGuard  # noqa: E402
 from ovdet.demo.upload_store import UploadStore  # noqa: E402
 
 TITLE = "ovdet: detect anything you can name"
@@ -41,6 +45,9 @@ on the image: the first click is marked and the second draws the box in the Dete
 `x1,y1,x2,y2`, or upload a crop): the object in it becomes the query `exemplar 1`. Moving a slider
 re-filters the last result without running the model again."""
 KEPT_DOWNLOADS = 64  # JSON files kept on the server for download; older ones are deleted
+# Browser sessions whose state (last outputs for re-filtering, input values) Gradio keeps; the least
+# recently used go first. Gradio's default, 10,000, let memory grow with every new visitor.
+MAX_SESSIONS = 128
 FAILED = "the request failed inside the server (its log has the details); try again or another image"
 log = logging.getLogger("ovdet.demo")
 
@@ -58,8 +65,11 @@ class DemoServer:
         self.registry, self.worker, self.downloads = registry, worker, downloads
         self.downloads.mkdir(parents=True, exist_ok=True)
 
-    def run(self, image, queries, negatives, box, crop, model, threshold, nms, max_detections):
-        """The Detect button: a forward pass, then everything the page shows."""
+    def run(self, image, queries, negatives=None, box=None, crop=None, model=None, threshold=0.6, nms=0.5,
+            max_detections=100):
+        """The Detect button: a forward pass, then everything the page shows (the defaults of `None` make the
+        optional inputs optional in the API; no model means the default one)."""
+        model = self.registry.default if model is None else model
         with _page_errors():
             callbacks.parse_queries(queries, "queries")  # the caps, before anything heavy
             callbacks.parse_queries(negatives, "negative queries")
@@ -118,11 +128,13 @@ def _page_errors():
         raise gr.Error(FAILED, print_exception=False) from None
 
 
-def build_app(registry: ModelRegistry, timeout_s: float = 60.0, workdir: Path | None = None) -> gr.Blocks:
-    """The demo page as gr.Blocks (not launched); `workdir` holds example scenes and JSON downloads."""
+def build_app(registry: ModelRegistry, timeout_s: float = 60.0, workdir: Path | None = None,
+              max_sessions: int = MAX_SESSIONS) -> gr.Blocks:
+    """The demo page as gr.Blocks (not launched); `workdir` holds example scenes and JSON downloads.
+    Every API input and output has a label (its name in `/gradio_api/info`)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="ovdet-demo-"))
     server = DemoServer(registry, ModelWorker(timeout_s), workdir / "downloads")
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    with DemoBlocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\n{HELP}")
         state, clicks = gr.State(None), gr.State([])
         with gr.Row():
@@ -145,11 +157,13 @@ def build_app(registry: ModelRegistry, timeout_s: float = 60.0, workdir: Path | 
             with gr.Column():
                 drawn = gr.Image(label="Detections", type="pil", format="png", interactive=False,  # png: lossless
                                  elem_id="output-image")
-                table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, interactive=False, elem_id="results")
-                timing = gr.Markdown(elem_id="timing")
+                table = gr.Dataframe(headers=callbacks.TABLE_HEADERS, interactive=False, label="Detections table",
+                                     elem_id="results")
+                timing = gr.Markdown(label="Summary", elem_id="timing")
                 download = gr.File(label="Detections as JSON (same schema as `ovdet detect --out`)",
                                    interactive=False, elem_id="json")
-        gr.Examples(example_scenes(workdir / "examples"), inputs=[image, queries], label="Example scenes")
+        gr.Examples(example_scenes(workdir / "examples"), inputs=[image, queries], label="Example scenes",
+                    cache_examples=False)  # Gradio's example cache is a folder its file route serves
 
         knobs = [threshold, nms, max_detections]
         outputs = [drawn, table, timing, download]
@@ -161,8 +175,16 @@ def build_app(registry: ModelRegistry, timeout_s: float = 60.0, workdir: Path | 
             knob.change(server.refilter, [state, image, *knobs], outputs, api_name=False, trigger_mode="always_last")
         image.change(lambda: (None, [], ""), None, [state, clicks, box], api_name=False)  # old outputs are stale
         image.select(server.click, [clicks, image], [clicks, box, drawn], api_name=False)
+    app.state_session_capacity = max_sessions  # read when the page is mounted
     app.ovdet_server = server  # the handlers, for the tests and launch()
     return app
+
+
+def _forget(app: gr.Blocks, paths: set[str]) -> None:
+    """Gradio keeps the name of every file it put in its cache for good (`temp_files` of each component):
+    forget those the upload storage has deleted, so the sets stay as small as the storage."""
+    for names in app.temp_file_sets:
+        names.difference_update(paths)
 
 
 def cleared_outputs():
@@ -179,13 +201,19 @@ def launch(
     queue_size: int = 64,
     header_timeout_s: float = 10.0,
     body_idle_s: float = 20.0,
+    body_deadline_s: float = 120.0,
+    max_per_client: int = 32,
+    max_uploads_per_client: int = 2,
+    max_sessions: int = MAX_SESSIONS,
     block: bool = True,
 ) -> RunningServer:
     """Serve the page on `sock` (from `http_server.bind_port`): requests wait in a queue of `queue_size`
     (more are refused), the model runs one request at a time, each at most `timeout_s` seconds;
     uploads over `max_file_size` are refused and all kept uploads stay under `max_upload_storage`;
-    a client has `header_timeout_s` for a request's headers and may pause `body_idle_s` in a body.
-    The work folder (uploads, outputs, downloads) is removed when the server stops."""
+    a client has `header_timeout_s` for a request's headers, may pause `body_idle_s` in a body and must
+    finish it within `body_deadline_s`; one client address holds at most `max_per_client` connections
+    and `max_uploads_per_client` uploads; the state of at most `max_sessions` browser sessions is kept.
+    Only the upload folder is served; URLs are never fetched. The work folder (uploads, outputs, downloads) is removed when the server stops."""
     workdir = Path(tempfile.mkdtemp(prefix="ovdet-demo-"))
     previous_temp = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")  # read by every component and Gradio's routes
@@ -202,7 +230,8 @@ def launch(
 
     try:
         store = UploadStore(workdir / "gradio", max_upload_storage)
-        app = build_app(registry, timeout_s, workdir)
+        app = build_app(registry, timeout_s, workdir, max_sessions)
+        store.on_delete = lambda paths: _forget(app, paths)
         workers.append(app.ovdet_server.worker)
         app.queue(max_size=queue_size, default_concurrency_limit=1)
         page = gr.mount_gradio_app(FastAPI(), app, path="/", max_file_size=max_file_size, show_error=False,
@@ -211,10 +240,12 @@ def launch(
         # and any server path a client names would be read. Mark it launched so the check applies.
         app.has_launched = True
         store.pin_existing()  # Gradio's copies of the example scenes
-        limits = RequestLimits(page, max_body=2 * max_file_size + 1024**2, body_idle_s=body_idle_s,
+        guard = RouteGuard(page, store.root, lambda: app.fns.keys())
+        limits = RequestLimits(guard, max_body=2 * max_file_size + 1024**2, body_idle_s=body_idle_s,
+                               body_deadline_s=body_deadline_s, max_uploads_per_client=max_uploads_per_client,
                                before_response=lambda upload: store.prune(0 if upload else 30))
         running = RunningServer(limits, sock, max_connections=4 * queue_size + 32, header_timeout_s=header_timeout_s,
-                                on_close=[cleanup]).start()
+                                max_per_client=max_per_client, on_close=[cleanup]).start()
         running.blocks, running.uploads = app, store
     except BaseException:
         cleanup()

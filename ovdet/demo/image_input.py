@@ -5,6 +5,8 @@ demo sees it: a 0.5 MB PNG that declares 169 megapixels costs 1.3 GB there, and 
 shows Gradio's message with the server's temporary path. `ImageInput` only reads the header
 (`PIL.Image.open` is lazy) and hands the open image on; `callbacks.check_image` checks its
 size and decodes it. A file PIL cannot identify is one plain line that names no path.
+An image given as a URL (`{"path": "http://..."}`) is refused, never fetched: Gradio would download
+it into the upload folder with no size cap (only its public-IP check stood in the way).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import warnings
 
 import gradio as gr
 from gradio import component_meta
+from gradio_client.utils import is_http_url_like
 from PIL import Image
 
 from ovdet.demo.callbacks import MAX_PIXELS
@@ -30,6 +33,20 @@ class ImageInput(gr.Image):
     """gr.Image (the same widget on the page) whose uploads reach the callbacks undecoded."""
 
     is_template = True  # the page draws it with gr.Image's widget
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path):
+        """Gradio's copy into the upload folder, for files only: a URL is refused, never downloaded."""
+        self._refuse_url(url_or_file_path)
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+    def move_resource_to_block_cache(self, url_or_file_path):
+        self._refuse_url(url_or_file_path)
+        return super().move_resource_to_block_cache(url_or_file_path)
+
+    def _refuse_url(self, url_or_file_path) -> None:
+        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
+            raise gr.Error(f"the {(self.label or 'image').lower()} must be uploaded; this demo fetches no URLs",
+                           print_exception=False)
 
     def preprocess(self, payload) -> Image.Image | None:
         """The upload as a PIL image with only its header read; gr.Error when it is no image."""

@@ -67,7 +67,8 @@ class ModelRegistry:
     def get(self, name: str) -> Detector:
         """The detector behind a picker name, loaded once; ValueError for any other value."""
         if not isinstance(name, str) or name not in self.models:
-            raise ValueError(f"unknown model {name!r}; pick one of {self.names}")
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:79] + "…"  # never echo 10k characters
+            raise ValueError(f"unknown model {shown}; pick one of {self.names}")
         with self._lock:
             if name not in self._loaded:
                 detector = Detector.from_pretrained(self.models[name]).to(self.device).eval()

@@ -39,9 +39,10 @@ class UploadStore:
         root: the folder Gradio caches uploads and outputs in (made here).
         max_bytes: total size kept; older files are deleted to stay under it.
         max_age_s: files older than this are deleted whatever the total.
+        on_delete: called with the paths (str) deleted by a prune, e.g. so Gradio forgets their names.
     """
 
-    def __init__(self, root: Path, max_bytes: int, max_age_s: float = 900.0):
+    def __init__(self, root: Path, max_bytes: int, max_age_s: float = 900.0, on_delete=None):
         if max_bytes <= 0 or max_age_s <= 0:
             raise ValueError(f"upload storage needs max_bytes > 0 and max_age_s > 0, got {max_bytes}, {max_age_s}")
         self.root, self.max_bytes, self.max_age_s = Path(root), int(max_bytes), float(max_age_s)
@@ -49,6 +50,7 @@ class UploadStore:
         self.pinned: set[Path] = set()
         self._lock = threading.Lock()
         self._last = 0.0
+        self.on_delete = on_delete
 
     def pin_existing(self) -> None:
         """Never prune the files there now (Gradio's copies of the example scenes)."""
@@ -69,13 +71,16 @@ class UploadStore:
             self._last = now
             files = sorted(self._files())  # oldest first
             total = sum(size for _, size, _ in files)
-            freed = 0
+            freed, deleted = 0, set()
             for mtime, size, path in files:
                 if total <= self.max_bytes and now - mtime <= self.max_age_s:
                     continue
                 path.unlink(missing_ok=True)
                 total, freed = total - size, freed + size
+                deleted.add(str(path))
             self._remove_empty_folders(now)
+            if deleted and self.on_delete is not None:
+                self.on_delete(deleted)
             return freed
         finally:
             self._lock.release()
