@@ -72,3 +72,11 @@ def test_the_embedding_cache_is_bounded(tiny_clip_dir, monkeypatch):
         assert len(enc._cache) <= 5
     enc._stacked.clear()
     assert torch.allclose(enc.encode(["a", "b"]), first)
+
+
+def test_each_cached_embedding_owns_its_memory(encoder):
+    """An evicted entry must free its memory: a view into the tower's whole batch (up to 256 rows) would keep
+    the batch alive while any one of its rows stays cached, so the cache bound would bound nothing."""
+    encoder.encode([f"thing {i}" for i in range(20)], "photo")
+    for emb in encoder._cache.values():
+        assert emb.untyped_storage().nbytes() == emb.numel() * emb.element_size()

@@ -88,7 +88,7 @@ class TextEncoder(nn.Module):
         key = self.tower.identity
         for t, template in enumerate(cache.templates):
             for q, name in enumerate(cache.names):
-                self._cache[(key, template, name)] = cache.embeds[t, q]
+                self._cache[(key, template, name)] = cache.embeds[t, q].clone()  # evictable one by one
         return cache
 
     @torch.no_grad()
@@ -104,7 +104,7 @@ class TextEncoder(nn.Module):
             self.tower_calls += 1
             embeds = F.normalize(embeds.float(), dim=-1).cpu()
             for pair, emb in zip(chunk, embeds):
-                self._cache[(key, *pair)] = emb
+                self._cache[(key, *pair)] = emb.clone()  # its own storage: a view would keep the whole batch alive
 
     def _make_room(self, hits: set, incoming: int) -> None:
         """Drop the least recently used embeddings beyond MAX_CACHED_PROMPTS, never those about to be read."""
