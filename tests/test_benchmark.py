@@ -150,3 +150,34 @@ def test_bad_benchmark_options_are_refused_before_measuring(args, named, capsys,
     out = tmp_path / "bench.json"
     assert main(["benchmark", *args, "--out", str(out)]) != 0
     assert named in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--quick", "--runs", "0"], "--runs must be >= 1, got 0"), (["--runs", "-1"], "--runs must be >= 1, got -1"),
+    (["--quick", "--warmup", "-1"], "--warmup must be >= 0"), (["--slow-runs", "0"], "--slow-runs must be >= 1"),
+    (["--slow-call-s", "nan"], "--slow-call-s must be"), (["--threads", "0"], "--threads must be >= 1"),
+    (["--image-size", "0"], "--image-size must be >= 32"), (["--batch", "1,x"], "'x'"), (["--queries", "0"], "'0'"),
+])
+def test_every_numeric_benchmark_option_is_checked_first(args, named, capsys, tmp_path):
+    """M17: --runs 0 and -1 were accepted (with --quick, silently replaced); each bad value is one line."""
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", *args, "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and named in err[0] and not out.exists(), err
+
+
+def test_benchmark_never_replaces_a_users_json(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    out.write_text('{"mine": 1}')
+    assert main(["benchmark", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{out}' exists and was not written by ovdet" in err and out.read_text() == '{"mine": 1}'
+
+
+def test_saving_the_benchmarked_models_draws_no_progress_bars(tmp_path, capfd):
+    """M23: transformers' "Writing model shards" bars were printed for every model the benchmark saved."""
+    from ovdet.benchmark.models import save_random_models
+
+    save_random_models("tiny", 64, tmp_path)
+    captured = capfd.readouterr()
+    assert "Writing model shards" not in captured.out + captured.err

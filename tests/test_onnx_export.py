@@ -103,5 +103,68 @@ def test_cli_export_never_overwrites_a_json_that_is_not_its_sidecar(tiny_clip_di
     mine.write_text('{"my": "notes"}')
     out = tmp_path / "model.onnx"
     assert main(["export", "--model", str(tiny_clip_dir), "--out", str(out), "-q", "cat", "--no-check"]) == 2
-    assert "not an `ovdet export` sidecar" in capsys.readouterr().err
+    assert f"the sidecar of --out '{mine}' exists and was not written by ovdet" in capsys.readouterr().err
     assert mine.read_text() == '{"my": "notes"}' and not out.exists()
+
+
+def test_cli_export_refuses_a_users_onnx_file_before_loading_the_model(tmp_path, capsys):
+    """M13: an existing .onnx without ovdet's mark is the user's: one line, before the model load (the model
+    named here does not exist, so reaching the load would give another error), the file untouched."""
+    import onnx
+
+    theirs = tmp_path / "theirs.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), str(theirs))
+    before = theirs.read_bytes()
+    code = main(["export", "--model", str(tmp_path / "no-such-model"), "--out", str(theirs), "-q", "cat", "--no-check"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--out '{theirs}' exists and was not written by ovdet" in err[0]
+    assert "--overwrite" in err[0] and theirs.read_bytes() == before
+
+
+@pytest.mark.parametrize("bad, message", [(["--runs", "0"], "--runs must be >= 1"),
+                                          (["--batch-size", "0"], "--batch-size must be >= 1"),
+                                          (["--templates", "nope"], "nope"),
+                                          (["--vocab-cache", "missing.safetensors"], "not found")])
+def test_cli_export_checks_options_before_loading_the_model(tmp_path, capsys, bad, message):
+    code = main(["export", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "m.onnx"), "-q", "cat",
+                 *bad])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "no-such-model" not in err, err
+
+
+def test_export_marks_the_file_replaces_its_own_and_overwrite_replaces_a_users(tiny_clip_dir, tmp_path, capsys):
+    """The file carries ovdet's mark (so a re-export replaces it); --overwrite replaces a user's file; written
+    through a temp file, so no partial or temp file is left."""
+    from ovdet import file_mark
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the user's own file")
+    args = ["export", "--model", str(tiny_clip_dir), "--out", str(out), "-q", "cat", "--no-check"]
+    assert main(args + ["--overwrite"]) == 0
+    assert file_mark.is_ours(out) and file_mark.is_ours(out.with_suffix(".json"))
+    assert main(args) == 0  # its own file: replaced without --overwrite
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.onnx"]
+
+
+def test_the_exporters_chatter_is_silenced(capfd):
+    """onnxscript logs "Skipping constant folding ..." once per optimizer pass (twice per export of the
+    embedded model): none of it reaches the terminal."""
+    import logging
+
+    from ovdet.export.onnx import _quiet_exporter
+
+    with _quiet_exporter():
+        logging.getLogger("onnxscript.optimizer._constant_folding").warning("Skipping constant folding for op Split")
+        print("[torch.onnx] Obtain model graph")
+    captured = capfd.readouterr()
+    assert "Skipping constant folding" not in captured.err + captured.out and "torch.onnx" not in captured.out
+
+
+@pytest.mark.slow
+def test_cli_export_of_the_embedded_model_prints_only_its_own_lines(tmp_path, capfd):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--out", str(out), "-q", "star", "--no-check"]) == 0
+    captured = capfd.readouterr()
+    assert "Skipping constant folding" not in captured.out + captured.err
+    assert captured.out.splitlines() == [f"exporting image variant to {out} (this takes a while for a ViT) ...",
+                                         f"wrote {out} and {out.with_suffix('.json')}"]

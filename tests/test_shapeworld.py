@@ -252,3 +252,12 @@ def test_cli_refuses_an_existing_set_unless_overwrite_which_removes_only_its_own
     assert not (out / "crops").exists() and not (out / "crops.jsonl").exists()  # the new set has no crops
     assert (out / "notes.txt").read_text() == "mine"
     assert len(json.loads((out / "instances.json").read_text())["images"]) == 2
+
+
+def test_cli_output_to_a_pipe_starts_with_its_message(tmp_path, capsys):
+    """M23: the transient progress bar left a blank first line when stdout is not a terminal."""
+    from ovdet.cli.main import main
+
+    assert main(["shapeworld", "--out", str(tmp_path / "sw"), "--num-images", "2", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote 2 images"), repr(out[:80])

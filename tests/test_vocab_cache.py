@@ -133,3 +133,45 @@ def test_embed_vocab_writes_atomically_and_never_over_another_kind_of_file(tiny_
     assert main(["embed-vocab", "--model", str(tiny_clip_dir), "--vocab", "coco", "--out",
                  str(tmp_path / "v.safetensors")]) == 0  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "v.safetensors"]  # no temp file left
+
+
+def test_embed_vocab_never_replaces_a_models_weights(tmp_path, capsys):
+    """M13: `--out M/model.safetensors` named a model's weights: refused in one line before the model load
+    (the model named here does not exist), the weights untouched; even a marked safetensors that is not a
+    vocabulary cache is refused; --overwrite is the way to replace it anyway."""
+    from safetensors.torch import save_file
+
+    from ovdet import file_mark
+
+    weights = tmp_path / "M" / "model.safetensors"
+    weights.parent.mkdir()
+    save_file({"w": torch.ones(3)}, str(weights))
+    marked_weights = tmp_path / "M" / "marked.safetensors"
+    save_file({"w": torch.ones(3)}, str(marked_weights), metadata={"written_by": file_mark.MARK_VALUE})
+    for target, message in ((weights, "exists and was not written by ovdet"), (marked_weights, "exists and is not a vocabulary cache")):
+        before = target.read_bytes()
+        code = main(["embed-vocab", "--model", str(tmp_path / "no-such-model"), "--vocab", "coco", "--out", str(target)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and f"--out '{target}' {message}" in err[0] and "--overwrite" in err[0], err
+        assert target.read_bytes() == before
+
+
+def test_embed_vocab_marks_its_file_and_replaces_only_its_own(tiny_clip_dir, tmp_path):
+    from ovdet import file_mark
+
+    cache = tmp_path / "v.safetensors"
+    args = ["embed-vocab", "--model", str(tiny_clip_dir), "--vocab", "coco", "--out", str(cache)]
+    assert main(args) == 0 and file_mark.is_ours(cache)
+    assert main(args) == 0  # its own file: replaced
+    cache.write_bytes(b"someone else's")
+    assert main(args) == 2 and cache.read_bytes() == b"someone else's"
+    assert main(args + ["--overwrite"]) == 0 and read_vocab_cache(cache).names == list(COCO_NAMES)
+
+
+def test_embed_vocab_checks_its_options_before_loading_the_model(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-model")
+    for bad, message in ((["--vocab", "nope.txt"], "neither 'coco' nor"), (["--templates", "nope"], "nope"),
+                         (["--device", "gpu7"], "--device 'gpu7'")):
+        argv = ["embed-vocab", "--model", missing, "--vocab", "coco", "--out", str(tmp_path / "v.safetensors"), *bad]
+        err = (main(argv), capsys.readouterr().err)
+        assert err[0] == 2 and message in err[1] and "no-such-model" not in err[1], err

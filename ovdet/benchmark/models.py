@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 # Vision towers of OpenAI's CLIP (and OWL-ViT) by name; the text tower is CLIP's standard one.
@@ -42,6 +43,20 @@ def configs(model: str, image_size: int):
     return clip, owl
 
 
+@contextlib.contextmanager
+def no_progress_bars():
+    """transformers draws "Writing model shards" bars for every save: noise in the benchmark's output."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def save_random_models(model: str, image_size: int, folder: str | Path, seed: int = 0) -> dict[str, str]:
     """Save random-weight `CLIPModel` and `OwlViTForObjectDetection` folders; returns {"clip_dir", "owlvit_dir"}.
 
@@ -56,8 +71,9 @@ def save_random_models(model: str, image_size: int, folder: str | Path, seed: in
     clip_cfg.vision_config.image_size = 224 if model != "tiny" else 64
     torch.manual_seed(seed)
     out = {"clip_dir": folder / f"{model}_clip", "owlvit_dir": folder / f"{model}_owlvit"}
-    CLIPModel(clip_cfg).eval().save_pretrained(str(out["clip_dir"]))
-    OwlViTForObjectDetection(owl_cfg).eval().save_pretrained(str(out["owlvit_dir"]))
+    with no_progress_bars():
+        CLIPModel(clip_cfg).eval().save_pretrained(str(out["clip_dir"]))
+        OwlViTForObjectDetection(owl_cfg).eval().save_pretrained(str(out["owlvit_dir"]))
     return {k: str(v) for k, v in out.items()}
 
 
@@ -76,7 +92,8 @@ def save_random_owlv2(folder: str | Path, image_size: int = OWLV2_SIZE, seed: in
     config = Owlv2Config(text_config=text, vision_config=vision, projection_dim=PROJECTION_DIM["standard"])
     torch.manual_seed(seed)
     out = Path(folder) / "owlv2"
-    Owlv2ForObjectDetection(config).eval().save_pretrained(str(out))
+    with no_progress_bars():
+        Owlv2ForObjectDetection(config).eval().save_pretrained(str(out))
     tokenizer = copy.deepcopy(clip_tokenizer())
     tokenizer.model_max_length = 16  # OWL's text context
     Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": image_size, "width": image_size}),

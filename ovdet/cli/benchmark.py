@@ -55,7 +55,31 @@ def add_parser(sub) -> None:
                    help="name of the generated Markdown section, so several runs (e.g. 'compile') keep their own")
     p.add_argument("--from-json", type=Path, default=None, metavar="JSON",
                    help="measure nothing: render the table (and --markdown) from an earlier --out file")
+    options.add_overwrite(p)
     p.set_defaults(run=run)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every numeric option and the output file, in one line each, before anything is built or measured
+    (an explicit value is checked even when --quick replaces it)."""
+    import math
+
+    from ovdet.errors import OvdetError
+    from ovdet.safe_write import check_output_path
+
+    for option, value, minimum in (("--runs", args.runs, 1), ("--slow-runs", args.slow_runs, 1),
+                                   ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 32),
+                                   ("--threads", args.threads, 1), ("--paired", args.paired, 0)):
+        if value is not None and value < minimum:
+            raise OvdetError(f"{option} must be >= {minimum}, got {value}")
+    if not (math.isfinite(args.slow_call_s) and args.slow_call_s > 0):
+        raise OvdetError(f"--slow-call-s must be a number of seconds > 0, got {args.slow_call_s:g}")
+    for option in ("batch", "queries"):
+        for item in str(getattr(args, option)).split(","):
+            if item.strip() and not (item.strip().isdigit() and int(item) >= 1):
+                raise OvdetError(f"--{option} takes a comma list of whole numbers >= 1, got {item.strip()!r}")
+    if args.from_json is None:
+        check_output_path(args.out, "--out", overwrite=args.overwrite)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -97,12 +121,15 @@ def _check(settings) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovdet.benchmark.report import markdown, print_table, write_markdown
 
+    from ovdet import file_mark
+    from ovdet.safe_write import atomic_write_text
+
+    check_args(args)
     if args.from_json is not None:
         doc = json.loads(args.from_json.read_text())
     else:
         doc = _measure(args)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1))
+        atomic_write_text(args.out, json.dumps(file_mark.marked(doc), indent=1))
         print(f"wrote {args.out}")
     print_table(doc)
     if args.markdown is not None:

@@ -25,23 +25,31 @@ def add_parser(sub) -> None:
     p.add_argument("--templates", default=None,
                    help="prompt templates: single, photo, clip7, clip80 or a .json list; default: the model's own (its config.json 'templates', else single)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the .safetensors file to write")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    options.add_device(p)
+    options.add_overwrite(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ovdet.assets import resolve_model
     from ovdet.models.detector import Detector
-    from ovdet.text.vocab_cache import resolve_vocabulary
+    from ovdet.models.text_encoder import validate_queries
+    from ovdet.text.templates import resolve_templates
+    from ovdet.text.vocab_cache import VocabCache, check_vocab_cache_target, resolve_vocabulary, write_vocab_cache
 
-    names = resolve_vocabulary(args.vocab)  # fail fast, before loading a model
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    # Every input and the output checked first: a model load takes seconds.
+    names = validate_queries(resolve_vocabulary(args.vocab))
+    if args.templates is not None:
+        resolve_templates(args.templates)
+    check_vocab_cache_target(args.out, "--out", args.overwrite)
+    device = options.resolve_device(args.device)
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(device)
-    templates = detector.prompt_templates(args.templates)
-    cache = detector.text_encoder.save_vocab(args.out, names, templates, model=model_name)
-    t, q, e = cache.embeds.shape
+    templates = list(resolve_templates(detector.prompt_templates(args.templates)))
+    encoder = detector.text_encoder
+    embeds = encoder.encode(names, templates, reduce=False).float().cpu()  # [T, Q, E]
+    cache = VocabCache(list(names), templates, embeds, encoder.fingerprint(), model_name)
+    write_vocab_cache(args.out, cache, overwrite=args.overwrite)
+    t, q, e = embeds.shape
     print(f"wrote {args.out}: {q} names x {t} templates, {e}-d embeddings, model {model_name}")
     return 0

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ovdet import file_mark
 from ovdet.cli import options
+from ovdet.errors import OvdetError
 
 FORMATS = ("onnx",)
 
@@ -40,22 +42,15 @@ def add_parser(sub) -> None:
                    help="images in the onnxruntime check (the file itself takes any batch)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     p.add_argument("--runs", type=int, default=3, help="timed calls of the check (median)")
+    options.add_overwrite(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ovdet.assets import resolve_model
     from ovdet.models.detector import Detector
-    from ovdet.models.text_encoder import validate_queries
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.variant == "image" and not args.queries and args.vocab_cache is None:
-        raise ValueError("--variant image bakes a vocabulary in: give -q TEXT (repeatable) or --vocab-cache FILE")
-    queries = validate_queries(args.queries) if args.queries else []
-    if not args.out.suffix == ".onnx":
-        raise ValueError(f"--out should name a .onnx file, got '{args.out}'")
-    check_sidecar(args.out.with_suffix(".json"))  # before the (slow) export, not after it
+    queries = check_args(args)  # every input and output checked before the model load and the slow export
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).eval()
     if args.vocab_cache is not None:
@@ -81,27 +76,35 @@ def run(args: argparse.Namespace) -> int:
     sidecar = args.out.with_suffix(".json")
     from ovdet.safe_write import atomic_write_text
 
-    atomic_write_text(sidecar, json.dumps(info, indent=2))
+    atomic_write_text(sidecar, json.dumps(file_mark.marked(info), indent=2))
     print(f"wrote {args.out} and {sidecar}")
     return 0
 
 
-SIDECAR_KEYS = {"model", "variant", "inputs", "outputs"}  # what every sidecar this command writes holds
-
-
-def check_sidecar(sidecar: Path) -> None:
-    """The `.json` written beside the `.onnx` file may replace only an earlier sidecar of `ovdet export`."""
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Option values, inputs and both output files (`--out` and its `.json` sidecar), in one line each;
+    returns the validated queries."""
+    from ovdet.models.text_encoder import validate_queries
     from ovdet.safe_write import check_output_path
+    from ovdet.text.templates import resolve_templates
 
-    check_output_path(sidecar, "the sidecar of --out")
-    if sidecar.exists():
-        try:
-            ours = SIDECAR_KEYS <= set(json.loads(sidecar.read_text(encoding="utf-8")))
-        except (UnicodeDecodeError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            raise ValueError(f"'{sidecar}' exists and is not an `ovdet export` sidecar; it would be overwritten: "
-                             "choose another --out")
+    if args.batch_size < 1:
+        raise OvdetError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.runs < 1:
+        raise OvdetError(f"--runs must be >= 1 (timed calls of the check), got {args.runs}")
+    if args.variant == "image" and not args.queries and args.vocab_cache is None:
+        raise OvdetError("--variant image bakes a vocabulary in: give -q TEXT (repeatable) or --vocab-cache FILE")
+    queries = validate_queries(args.queries) if args.queries else []
+    if args.vocab_cache is not None and not args.vocab_cache.is_file():
+        raise OvdetError(f"--vocab-cache '{args.vocab_cache}' not found; write one with `ovdet embed-vocab`")
+    if args.templates is not None:
+        resolve_templates(args.templates)
+    if args.out.suffix != ".onnx":
+        raise OvdetError(f"--out should name a .onnx file, got '{args.out}'")
+    sidecar = args.out.with_suffix(".json")
+    check_output_path(args.out, "--out", inputs=[args.vocab_cache], suffixes=(".onnx",), overwrite=args.overwrite)
+    check_output_path(sidecar, "the sidecar of --out", inputs=[args.vocab_cache], overwrite=args.overwrite)
+    return queries
 
 
 def _export(detector, args, embeds, rescore: bool, reference) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ovdet.cli import options
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         captions_per_image=args.captions,
         crops_per_image=args.crops,
         workers=args.workers,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stdout.isatty(),  # rich leaves a blank line on a pipe or file
         overwrite=args.overwrite,
     )
     if any(summary["removed"].values()):

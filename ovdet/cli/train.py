@@ -86,6 +86,7 @@ def run_hydra(argv: list[str]) -> int:
     from omegaconf import DictConfig
 
     from ovdet.training.config_paths import register_resolvers
+    from ovdet.training.preflight import check_run
     from ovdet.training.run import train
     from ovdet.training.run_lock import RunLock
     from ovdet.training.sigterm import TrainingStopped
@@ -108,8 +109,15 @@ def run_hydra(argv: list[str]) -> int:
 
     saved_argv = sys.argv
     sys.argv = [saved_argv[0], *argv]  # hydra.main reads its overrides from sys.argv
+    planned = planned_config(conf, argv)
+    run_dir = planned_run_dir(planned, argv)
     try:
-        with hydra_raises() as traceback_wanted, RunLock(planned_run_dir(conf, argv)):
+        with hydra_raises() as traceback_wanted:
+            if planned is not None:  # option values first: nothing, not even the run folder, is made
+                check_run(planned, None)
+        with hydra_raises() as traceback_wanted, RunLock(run_dir):
+            if planned is not None:  # every refusal before Hydra writes .hydra/ into the run folder
+                check_run(planned, run_dir)
             hydra.main(config_path=str(conf), config_name="train", version_base="1.3")(task)()
             if failures:
                 raise failures[0]
@@ -150,26 +158,40 @@ def hydra_raises():
                 os.environ[key] = value
 
 
-def planned_run_dir(conf: Path, argv: list[str]) -> Path | None:
-    """The run folder an explicit `hydra.run.dir=...` names (interpolations resolved), else None.
-
-    Timestamped folders are left to `train()`'s own lock: composing here could resolve `${now:}`
-    a second apart from the run itself.
-    """
+def planned_config(conf: Path, argv: list[str]):
+    """The config `hydra.main` will compose from `argv` (with its `hydra` node), for the checks that must
+    come before Hydra writes into the run folder; None for --help, --cfg, -m, DDP ranks > 0 and bad
+    overrides (hydra.main reports those itself)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from ovdet.training.run_lock import is_main_process
 
-    explicit = any(a.startswith("hydra.run.dir=") for a in argv)
-    if not explicit or not is_main_process() or any(a.startswith("-") for a in argv):  # --help, --cfg, -m
+    if not is_main_process() or any(a.startswith("-") for a in argv):
         return None
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose("train", overrides=argv, return_hydra_config=True)
-            return Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+            return compose("train", overrides=argv, return_hydra_config=True)
     except Exception:  # a bad override: hydra.main reports it
         return None
+
+
+def planned_run_dir(cfg, argv: list[str]) -> Path | None:
+    """The run folder an explicit `hydra.run.dir=...` names (interpolations resolved), else None; it is
+    also set as `paths.output_dir` of `cfg`, so the paths under it resolve.
+
+    Timestamped folders are left to `train()`'s own lock and checks: composing here could resolve `${now:}`
+    a second apart from the run itself.
+    """
+    from omegaconf import OmegaConf
+
+    if cfg is None or not any(a.startswith("hydra.run.dir=") for a in argv):
+        return None
+    try:
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+    except Exception:  # an interpolation that does not resolve: hydra.main reports it
+        return None
+    OmegaConf.update(cfg, "paths.output_dir", str(run_dir))
+    return run_dir
 
 
 def error_line(err: BaseException) -> str:

@@ -12,6 +12,9 @@ top-k, roi_align and the CLIP crop encoder all have ONNX ops, and its boxes reac
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from ovdet import file_mark
+from ovdet.safe_write import atomic_write_bytes
 
 VARIANTS = ("image", "embeds")
 OUTPUT_NAMES = ("pred_boxes", "logits", "objectness")
@@ -71,7 +77,9 @@ def export_onnx(
     opset: int = 18,
     reference: torch.Tensor | None = None,
 ) -> Path:
-    """Write `detector` as an ONNX file (see the module docstring for the variants).
+    """Write `detector` as an ONNX file (see the module docstring for the variants), marked as ovdet's in its
+    `metadata_props` and written whole or not at all (a temp file, then a rename). Callers check the target
+    first (`file_mark.check_replaceable_file`): this function replaces whatever is at `path`.
 
     Args:
         variant: "image" (needs `query_embeds` [Q, E] to bake in) or "embeds".
@@ -102,13 +110,46 @@ def export_onnx(
         module, args = ExportableDetector(detector, None, rescore, reference), (pixels, example_queries.float())
         inputs = ["pixel_values", "query_embeds"]
         shapes = {"pixel_values": {0: batch}, "query_embeds": {0: queries}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer chatter about Python-side shape checks
-        torch.onnx.export(
-            module, args, str(path), dynamo=True, opset_version=opset, input_names=inputs,
-            output_names=list(OUTPUT_NAMES), dynamic_shapes=shapes, external_data=False, verbose=False,
-        )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}-", dir=path.parent) as tmp:
+        raw = Path(tmp) / path.name  # the target is replaced only by a finished, marked file
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
+            warnings.simplefilter("ignore")  # tracer chatter about Python-side shape checks
+            torch.onnx.export(
+                module, args, str(raw), dynamo=True, opset_version=opset, input_names=inputs,
+                output_names=list(OUTPUT_NAMES), dynamic_shapes=shapes, external_data=False, verbose=False,
+            )  # fmt: skip
+        atomic_write_bytes(path, marked_onnx(raw).SerializeToString())
     return path
+
+
+def marked_onnx(path: Path):
+    """The ONNX model at `path` with ovdet's mark in its `metadata_props` (see `ovdet.file_mark`)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != file_mark.MARK_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=file_mark.MARK_KEY, value=file_mark.MARK_VALUE)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's progress lines ("Skipping constant folding ...", printed per pass) on stdout
+    and its INFO logs; errors still raise."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def onnx_session(path: str | Path, threads: int | None = None):

@@ -15,6 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from ovdet import file_mark
+from ovdet.errors import OvdetError
 from ovdet.safe_write import atomic_write_bytes, check_output_path
 
 FORMAT = "ovdet-vocab-cache/1"
@@ -42,17 +44,36 @@ class VocabCache:
     model: str  # what the user called the model, for messages
 
 
-def write_vocab_cache(path: str | Path, cache: VocabCache) -> Path:
-    """Write `cache` to a `.safetensors` file atomically (parent folders created); an existing file of
-    another kind is never overwritten."""
+def check_vocab_cache_target(path: str | Path, option: str = "vocabulary cache", overwrite: bool = False) -> Path:
+    """Refuse (one line) to write a vocabulary cache over anything but an earlier one of ovdet's: a model's
+    `model.safetensors` has the same suffix, and may even carry ovdet's mark. Cheap: run it before any model load."""
+    path = check_output_path(path, option, suffixes=(".safetensors",), overwrite=overwrite)  # the mark's rule
+    if not overwrite and path.is_file() and not _is_vocab_cache(path):
+        raise OvdetError(f"{option} '{path}' exists and is not a vocabulary cache (it holds other tensors, such as a "
+                         "model's weights): choose a new path or pass --overwrite to replace it")
+    return path
+
+
+def _is_vocab_cache(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - an unreadable header is not a vocabulary cache
+        return False
+
+
+def write_vocab_cache(path: str | Path, cache: VocabCache, overwrite: bool = False) -> Path:
+    """Write `cache` to a `.safetensors` file atomically (parent folders created), marked as ovdet's; an
+    existing file is replaced only when it is an earlier vocabulary cache of ovdet's (or `overwrite`)."""
     path = Path(path)
     t, q, _ = cache.embeds.shape
     if (t, q) != (len(cache.templates), len(cache.names)):
         raise ValueError(
             f"embeds {tuple(cache.embeds.shape)} do not match {len(cache.templates)} templates x {len(cache.names)} names"
         )
-    check_output_path(path, "vocabulary cache", suffixes=(".safetensors",))
+    check_vocab_cache_target(path, overwrite=overwrite)
     meta = {
+        file_mark.MARK_KEY: file_mark.MARK_VALUE,
         "format": FORMAT,
         "names": json.dumps(cache.names),
         "templates": json.dumps(cache.templates),

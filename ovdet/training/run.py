@@ -17,7 +17,9 @@ from ovdet.training.checkpoint_io import use_atomic_checkpoints
 from ovdet.training.config_paths import register_resolvers, resolve_paths
 from ovdet.training.export import ExportDetector, export_from_checkpoint
 from ovdet.training.quiet import quiet_third_party
+from ovdet.training.csv_log import ResumableCSVLogger
 from ovdet.training.messages import say
+from ovdet.training.preflight import check_run
 from ovdet.training.resume import CheckpointState, is_complete, resume_checkpoint
 from ovdet.training.run_lock import RunLock
 from ovdet.training.sigterm import CheckpointOnSigterm, stopped_error
@@ -37,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     register_resolvers()
     resolve_paths(cfg)
     with RunLock(run_folder(cfg)), quiet_third_party():
+        check_run(cfg, run_folder(cfg))  # `ovdet train` ran it before Hydra wrote anything; callers of train() too
         return _fit(cfg)
 
 
@@ -75,6 +78,7 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     # weights_only: a checkpoint holds tensors and plain containers only; one with pickled objects
     # (code that would run on load) is refused instead of executed.
     ckpt_path = str(start.path) if isinstance(start, CheckpointState) else start
+    continue_logs(trainer, start)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -85,6 +89,17 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     rank_zero_info(f"final metrics: {metrics}")
     report_outputs(trainer)
     return metrics
+
+
+def continue_logs(trainer: L.Trainer, start: CheckpointState | str | None) -> None:
+    """Drop the metrics rows this run will log again: all of them for a new run, those after the checkpoint
+    for a resumed one (a run killed after its last checkpoint logged them already). Main process only."""
+    if not trainer.is_global_zero or isinstance(start, str):
+        return  # a Lightning name ("best"): its step is not known here, rows are kept
+    step, epochs = (start.global_step, start.epochs_done) if start is not None else (0, 0)
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.continue_from(step, epochs)
 
 
 def finish_complete_run(start: CheckpointState, trainer: L.Trainer) -> None:

@@ -1,0 +1,96 @@
+"""What `ovdet train` refuses before any slow work, and before Hydra writes anything into the run folder.
+
+A run folder that already holds a run is not trained over from scratch unless asked (`overwrite=true`);
+files in it that ovdet did not write are never replaced; trainer limits that Lightning would turn into an
+endless run or an `OverflowError` are one line each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ovdet.errors import OvdetError
+from ovdet.training.csv_log import ExperimentWriter, check_metrics_file
+
+CSV_LOGGER = "ovdet.training.csv_log.ResumableCSVLogger"
+EXPORT = "ovdet.training.export.ExportDetector"
+
+
+def check_run(cfg: DictConfig, run_dir: str | Path | None) -> None:
+    """Every refusal that needs no model, no data and no trainer: trainer limits, then the run folder.
+
+    Args:
+        cfg: the composed train config (`paths.output_dir` resolvable, or `run_dir` given).
+        run_dir: the run folder; None skips the folder checks (not known yet).
+    Raises:
+        OvdetError: one line naming the value or file and the fix.
+    """
+    check_trainer_limits(cfg.get("trainer"))
+    if run_dir is None:
+        return
+    run_dir = Path(run_dir)
+    overwrite = bool(cfg.get("overwrite", False))
+    if cfg.get("ckpt_path") is None and not overwrite:
+        check_not_a_finished_run(run_dir, _checkpoint_dirs(cfg), _outputs(cfg, EXPORT, "dirpath"))
+    for log_dir in _csv_log_dirs(cfg):
+        check_metrics_file(Path(log_dir) / ExperimentWriter.NAME_METRICS_FILE, overwrite)
+    from ovdet.models.model_folder import check_model_target
+
+    for folder in _outputs(cfg, EXPORT, "dirpath"):
+        check_model_target(Path(folder))
+
+
+def check_trainer_limits(trainer: DictConfig | None) -> None:
+    """max_epochs / max_steps that end a run: Lightning's -1 ("no limit") needs the other one set."""
+    if not trainer:
+        return
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    steps_set = isinstance(max_steps, int) and max_steps > 0
+    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < -1):
+        raise OvdetError(f"trainer.max_epochs={max_epochs} is not a number of epochs; give an integer >= 1 "
+                         "(or -1 with trainer.max_steps=N)")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < -1 or max_steps == 0):
+        raise OvdetError(f"trainer.max_steps={max_steps} is not a number of steps; give an integer >= 1, or -1 for "
+                         "no step limit")
+    if max_epochs == -1 and not steps_set:
+        raise OvdetError("trainer.max_epochs=-1 (no epoch limit) with no trainer.max_steps would train forever: "
+                         "give trainer.max_steps=N, or trainer.max_epochs=N")
+
+
+def check_not_a_finished_run(run_dir: Path, checkpoint_dirs: list[str], model_dirs: list[str]) -> None:
+    """Refuse a new run into a folder that holds checkpoints or a trained model of an earlier one."""
+    found = [p for d in checkpoint_dirs if Path(d).is_dir() for p in sorted(Path(d).glob("*.ckpt"))]
+    found += [Path(d) for d in model_dirs if Path(d).is_dir() and any(Path(d).iterdir())]
+    if found:
+        raise OvdetError(
+            f"run folder '{run_dir}' already holds a run ('{found[0]}'); training from scratch would replace its "
+            "checkpoints and model: resume it with ckpt_path=last, give a new hydra.run.dir, or pass overwrite=true"
+        )
+
+
+def _checkpoint_dirs(cfg: DictConfig) -> list[str]:
+    return _outputs(cfg, "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath")
+
+
+def _csv_log_dirs(cfg: DictConfig) -> list[str]:
+    """`save_dir/name/version` of each ovdet CSV logger (Lightning's own layout, name/version may be empty)."""
+    dirs = []
+    for entry in _entries(cfg.get("logger"), CSV_LOGGER):
+        version = entry.get("version")
+        if version is None:  # Lightning picks a new version_N folder: nothing to check
+            continue
+        version = f"version_{version}" if isinstance(version, int) else str(version)
+        dirs.append(str(Path(str(entry.get("save_dir")), str(entry.get("name") or ""), version)))
+    return dirs
+
+
+def _outputs(cfg: DictConfig, target: str, key: str) -> list[str]:
+    return [str(entry.get(key)) for entry in _entries(cfg.get("callbacks"), target) if entry.get(key)]
+
+
+def _entries(group: DictConfig | None, target: str) -> list[DictConfig]:
+    if not isinstance(group, DictConfig):
+        return []
+    return [e for e in group.values() if isinstance(e, DictConfig) and OmegaConf.select(e, "_target_") == target]
