@@ -17,7 +17,8 @@ from ovdet.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGED_CLIP = REPO / "ovdet" / "assets" / "default_model" / "clip"
-NOISE = ("💡", "litlogger", "litmodels", "TPU available", "LeafSpec", "module(s) in eval mode", "Traceback")
+NOISE = ("💡", "litlogger", "litmodels", "TPU available", "LeafSpec", "module(s) in eval mode", "Traceback",
+         "Total Flops", "FLOPs")
 
 
 def ovdet(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -145,3 +146,14 @@ def test_every_documented_train_command_composes(line):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     assert cfg.name in line or cfg.name == "train"
+
+
+def test_a_pretraining_experiment_is_named_with_the_command_that_runs_it(capsys):
+    """`ovdet train --help` lists conf/experiment/, which holds shapeworld_clip for tools/pretrain_clip.py:
+    asking ovdet train for it gets that command, not Hydra's "Could not override 'clip'"."""
+    from ovdet.cli.main import main
+
+    assert main(["train", "experiment=shapeworld_clip"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tools/pretrain_clip.py experiment=shapeworld_clip" in err
+    assert "Could not override" not in err

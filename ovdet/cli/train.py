@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ovdet.cli import options
+from ovdet.errors import OvdetError
 
 TRAIN_EPILOG = """Hydra overrides, not --options:
   ovdet train experiment=smoke                                         # nothing to prepare
@@ -107,6 +108,11 @@ def run_hydra(argv: list[str]) -> int:
         except Exception as err:  # raised below, past Hydra, which would print its own line first
             failures.append(err)
 
+    try:
+        check_not_pretraining(conf, argv)
+    except OvdetError as err:
+        print(f"ovdet train: error: {err}", file=sys.stderr)
+        return 2
     saved_argv = sys.argv
     sys.argv = [saved_argv[0], *argv]  # hydra.main reads its overrides from sys.argv
     planned = planned_config(conf, argv)
@@ -156,6 +162,25 @@ def hydra_raises():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def pretraining_experiments(conf: Path) -> list[str]:
+    """Experiments in conf/experiment/ that configure CLIP pretraining (`tools/pretrain_clip.py`): they
+    override the `clip` group, which only `pretrain_clip.yaml` has."""
+    return sorted(f.stem for f in (conf / "experiment").glob("*.yaml") if "override /clip" in f.read_text())
+
+
+def check_not_pretraining(conf: Path, argv: list[str]) -> None:
+    """`experiment=shapeworld_clip` is a pretraining experiment: one line naming the command that runs it
+    (Hydra would only say "Could not override 'clip'")."""
+    for arg in argv:
+        name = arg.split("=", 1)[1] if arg.startswith(("experiment=", "+experiment=")) else None
+        if name in pretraining_experiments(conf):
+            raise OvdetError(
+                f"experiment={name} pretrains a CLIP and is not an ovdet train experiment: run "
+                f"`python tools/pretrain_clip.py experiment={name}`, then train a head on it with "
+                f"`ovdet train experiment=shapeworld_ovd model.clip=DIR`"
+            )
 
 
 def planned_config(conf: Path, argv: list[str]):
