@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from transformers import CLIPModel
 
 from ovdet.errors import CheckpointError, ModelNotAvailableError
 from ovdet.models.detector import Detector
-from ovdet.models.model_folder import record_checksums
+from ovdet.models.model_folder import config_checksum, record_checksums
 from ovdet.training.checkpoint import load_checkpoint
 from ovdet.training.export import export_from_checkpoint
 from ovdet.training.run import train
@@ -36,8 +37,12 @@ def model(saved, tmp_path):
 
 
 def edit_config(folder: Path, **changes) -> None:
+    """Change config.json and re-record its own checksum (as a user who trusts the edit would), so that the
+    checks of the values themselves are reached."""
     config = json.loads((folder / "config.json").read_text())
     config.update(changes)
+    if isinstance(config.get("checksums"), dict):
+        config["checksums"]["config.json"] = config_checksum(config)
     (folder / "config.json").write_text(json.dumps(config))
 
 
@@ -112,6 +117,10 @@ def test_wrong_shape_head_and_nan_weights_are_named(model):
         ({"image_size": 30}, "describes no valid model.*multiple"),
         ({"templates": "clip77"}, "describes no valid model.*unknown template set 'clip77'"),
         ({"context_blocks": -1}, r"context_blocks must be in 0\.\.8, got -1"),
+        ({"clip": {"format": "clipp", "path": "clip"}}, r"clip.format 'clipp' is not a format ovdet knows; known: \('hf'"),
+        ({"templates": ["a {}."] * 10_000}, "templates lists 10000 templates, over the cap of 100"),
+        ({"rescore": {"reference": [f"n{i}" for i in range(10_000)]}},
+         "rescore.reference lists 10000 names, over the cap of 256"),
     ],
 )
 def test_bad_config_is_named(model, changes, message):
@@ -181,3 +190,66 @@ def test_cli_names_a_tampered_model_in_one_line(model, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and str(weights) in lines[0]
+
+
+def test_config_json_is_covered_by_its_own_checksum(model):
+    config = json.loads((model / "config.json").read_text())
+    assert "config.json" in config["checksums"]
+    (model / "config.json").write_text(json.dumps({**config, "threshold": 0.9}))  # a valid value, changed by hand
+    with pytest.raises(ModelNotAvailableError, match=r"config.json' does not match the checksum it recorded for its own"):
+        Detector.from_pretrained(model)
+    vouch(model)  # the documented way to accept an edit one trusts
+    assert Detector.from_pretrained(model).settings.threshold == 0.9
+
+
+def test_a_folder_saved_before_config_checksums_still_loads(model):
+    config = json.loads((model / "config.json").read_text())
+    del config["checksums"]["config.json"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert isinstance(Detector.from_pretrained(model), Detector)
+
+
+@pytest.mark.parametrize("vocab_json", [False, True])
+def test_a_clip_folder_without_tokenizer_files_is_named(tmp_path, vocab_json):
+    """Its text tower has 1000 tokens: OpenAI's 49408-token BPE in their place ended in an IndexError."""
+    from tiny_clip import tiny_clip_config
+
+    config = tiny_clip_config()
+    config.text_config.vocab_size = 1000
+    folder = tmp_path / "clip"
+    CLIPModel(config).save_pretrained(str(folder))
+    if vocab_json:
+        (folder / "vocab.json").write_text("{}")
+    lacking = "no merges.txt" if vocab_json else r"no tokenizer \(tokenizer.json or vocab.json \+ merges.txt missing\)"
+    with pytest.raises(ModelNotAvailableError, match=rf"model folder '{re.escape(str(folder))}' has (vocab.json but )?{lacking}"):
+        Detector.from_clip(str(folder), image_size=32)
+
+
+@pytest.fixture()
+def latin1_folder(tmp_path):
+    """A folder whose name is not UTF-8 (Latin-1 'café'), as Python holds it (a surrogate escape)."""
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")
+    try:
+        os.mkdir(name)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system keeps only UTF-8 names")
+    return Path(name)
+
+
+def test_a_model_in_a_non_utf8_folder_loads(tiny_clip_dir, latin1_folder):
+    clip = Path(shutil.copytree(tiny_clip_dir, latin1_folder / "clip"))
+    det = Detector.from_clip(str(clip), image_size=32)
+    saved = det.save_pretrained(latin1_folder / "det")
+    again = Detector.from_pretrained(saved)
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(det.predict(pixels, ["x"])["logits"], again.predict(pixels, ["x"])["logits"], atol=1e-5)
+
+
+def test_an_open_clip_model_in_a_non_utf8_folder_loads(latin1_folder):
+    from test_open_clip_tower import tiny_resnet_clip
+
+    from ovdet.towers.loader import load_clip
+    from ovdet.towers.open_clip_io import save_open_clip
+
+    save_open_clip(tiny_resnet_clip(), latin1_folder / "rn")
+    assert load_clip(latin1_folder / "rn").format == "open_clip"

@@ -36,8 +36,9 @@ def _configs(kind: str):
     return cls(text_config=text, vision_config=vision, projection_dim=32)  # OWL: class head width = text hidden size = projection
 
 
-def save_tiny_owl(folder, kind: str, seed: int = 0):
-    """A tiny random OWL detector with perturbed weights and its processor, as transformers saves them."""
+def save_tiny_owl(folder, kind: str, seed: int = 0, size: int = SIZE, **processor_settings):
+    """A tiny random OWL detector with perturbed weights and its processor, as transformers saves them
+    (`size` and `processor_settings`, e.g. image_mean, for the image processor)."""
     import transformers
 
     torch.manual_seed(seed)
@@ -48,7 +49,8 @@ def save_tiny_owl(folder, kind: str, seed: int = 0):
             p.add_(0.05 * torch.randn_like(p))
     model.save_pretrained(folder)
     image_processor = getattr(transformers, f"{prefix}ImageProcessor")(
-        size={"height": SIZE, "width": SIZE}, **({"crop_size": {"height": SIZE, "width": SIZE}} if kind == "owlvit" else {}))
+        size={"height": size, "width": size}, **({"crop_size": {"height": size, "width": size}} if kind == "owlvit" else {}),
+        **processor_settings)
     tokenizer = clip_tokenizer()
     tokenizer.model_max_length = 16  # OWL's text tower holds 16 positions; its processor pads to that
     getattr(transformers, f"{prefix}Processor")(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
@@ -218,3 +220,23 @@ def test_folders_ovdet_cannot_load_are_refused_in_one_line(owl, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
         assert "corrupt" not in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["owlvit", "owlv2"])
+def test_the_processor_config_transformers_5_writes_is_read(kind, tmp_path):
+    """transformers 5 saves the image processor only inside processor_config.json: its own mean, std and
+    size (96, not the tower's 64) must be the ones ovdet uses, as transformers' processor does."""
+    folder = tmp_path / kind
+    model = save_tiny_owl(folder, kind, size=96, image_mean=[0.2, 0.5, 0.7], image_std=[0.1, 0.3, 0.2])
+    assert (folder / "processor_config.json").is_file() and not (folder / "preprocessor_config.json").exists()
+    det = Detector.from_pretrained(folder)
+    assert det.settings.image_size == 96
+    processor = _processor(folder, kind)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 80, 3), dtype=np.uint8))
+    theirs = processor(images=image, return_tensors="pt")["pixel_values"]
+    ours = det.preprocessor.to_model([image])
+    assert ours.shape == theirs.shape and (ours - theirs).abs().max() <= 1e-4
+    ref = _hf_outputs(model, processor, theirs, interpolate=True)
+    out = det.predict(ours, QUERIES, templates="single")
+    assert ((out["logits"] - ref.logits).abs() / ref.logits.abs().clamp(min=1)).max() <= 1e-3  # pixels agree to 1e-4
+    assert torch.allclose(out["pred_boxes"], ref.pred_boxes, atol=1e-3, rtol=0)

@@ -18,6 +18,13 @@ PREPROCESS_MODES = ("pad", "stretch", "pad_gaussian")  # ovdet / OWL-ViT / OWLv2
 BOX_BIASES = ("centre", "corner")  # ovdet's cell-centre prior / OWL-ViT's grid-corner prior (see head)
 MAX_JSON_DEPTH = 6  # a config nests at most a few levels (rescore.reference): deeper is refused unread
 MAX_LIST_ITEMS = 10_000
+# The formats `Detector.config` records in clip.format (LoadedCLIP.format): transformers CLIP, SigLIP, OWL-ViT,
+# OWLv2, and open_clip ResNets (open_clip ViTs load as transformers CLIPs, "hf").
+CLIP_FORMATS = ("hf", "siglip", "owlvit", "owlv2", "open_clip")
+# Every template and reference name is a text-tower pass before the first image is scored (~22 ms each on a
+# CPU with a B/32: 10,000 took 220 s); CLIP's own ensemble, the largest set ovdet ships (clip80), has 80.
+MAX_TEMPLATES = 100
+MAX_REFERENCE_NAMES = 256
 
 
 @dataclass
@@ -88,12 +95,17 @@ class DetectorConfig:
                 raise ValueError(f"{key} must be in {low}..{high}, got {value!r}")
         if not isinstance(self.clip.get("path"), str) or not isinstance(self.clip.get("format", ""), str):
             raise ValueError(f"clip must be {{'format': ..., 'path': 'clip'}}, got {self.clip!r}")
+        if self.clip.get("format", "hf") not in CLIP_FORMATS:
+            raise ValueError(f"clip.format {_short(self.clip['format'])} is not a format ovdet knows; known: {CLIP_FORMATS}")
         if self.box_bias not in BOX_BIASES:
             raise ValueError(f"box_bias must be one of {BOX_BIASES}, got {self.box_bias!r}")
         if self.preprocess not in PREPROCESS_MODES:
             raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}, got {self.preprocess!r}")
         if isinstance(self.templates, list) and not all(isinstance(t, str) for t in self.templates):
-            raise ValueError(f"templates must be a set name or a list of strings, got {self.templates!r}")
+            raise ValueError(f"templates must be a set name or a list of strings, got {_short(self.templates)}")
+        if isinstance(self.templates, list) and len(self.templates) > MAX_TEMPLATES:
+            raise ValueError(f"templates lists {len(self.templates)} templates, over the cap of {MAX_TEMPLATES} "
+                             "(each is encoded for every query before detection starts)")
         if self.feature_stride not in (None, 8, 16, 32):
             raise ValueError(f"feature_stride must be null, 8, 16 or 32, got {self.feature_stride!r}")
         _check_rescore(self.rescore)
@@ -125,7 +137,10 @@ def _check_rescore(rescore: dict | None) -> None:
     if not 1 <= rescore.get("topk", 32) <= 4096:
         raise ValueError(f"rescore.topk must be in 1..4096, got {rescore['topk']!r}")
     if not all(isinstance(n, str) for n in rescore.get("reference", [])):
-        raise ValueError(f"rescore.reference must be a list of names (strings), got {rescore['reference']!r}")
+        raise ValueError(f"rescore.reference must be a list of names (strings), got {_short(rescore['reference'])}")
+    if len(rescore.get("reference", [])) > MAX_REFERENCE_NAMES:
+        raise ValueError(f"rescore.reference lists {len(rescore['reference'])} names, over the cap of "
+                         f"{MAX_REFERENCE_NAMES} (each is encoded with every template before detection starts)")
 
 
 def _required(f: dataclasses.Field) -> bool:

@@ -17,6 +17,7 @@ from ovdet.models.detector_config import DetectorConfig
 from ovdet.models.model_folder import (
     atomic_folder,
     check_state,
+    config_checksum,
     file_checksums,
     load_weights,
     one_line_errors,
@@ -25,7 +26,9 @@ from ovdet.models.model_folder import (
     verify_checksums,
 )
 from ovdet.towers.clip_saving import save_clip
-from ovdet.towers.loader import load_clip
+from ovdet.towers.hub_cache import resolve_model
+from ovdet.towers.library_path import library_path
+from ovdet.towers.loader import load_clip, load_clip_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -59,31 +62,35 @@ def save_pretrained(detector, path: str | Path, copy_clip: bool = True, dtype: t
         if copy_clip:
             save_clip(detector.clip, tmp / CLIP_DIR, dtype=dtype)
         state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in detector.head_state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
-        config = {**detector.config(clip_path), "checksums": file_checksums(tmp)}  # verified by from_pretrained
+        with library_path(tmp) as folder:  # safetensors writes to UTF-8 paths only
+            save_file(state, str(folder / WEIGHTS_NAME))
+        config = detector.config(clip_path)
+        config["checksums"] = {**file_checksums(tmp), CONFIG_NAME: config_checksum(config)}  # verified by from_pretrained
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return path
 
 
 def from_pretrained(cls, path: str | Path, trainable_layers: int | None = None):
     """Load a `cls` (Detector) from an ovdet folder; an OWL-ViT / OWLv2 detection folder as its own
-    detector; a plain tower (CLIP, OpenCLIP, SigLIP id or folder) with an untrained head."""
-    path = Path(path)
+    detector; a plain tower (CLIP, OpenCLIP, SigLIP id or folder) with an untrained head. A hub id is
+    its snapshot in the local cache, resolved first, so each of these is recognised by id as by path."""
+    source = resolve_model(path)
+    path = source.folder
     config = read_config(path)
     if config is None:
         from ovdet.towers.owl import is_owl_detection_folder, load_owl_detector
 
         refuse_pickled_weights(path)
         if is_owl_detection_folder(path):
-            return load_owl_detector(cls, path, trainable_layers or 0)
+            return load_owl_detector(cls, path, trainable_layers or 0, reference=source.reference)
         with one_line_errors(path):
-            return from_clip(cls, str(path), trainable_layers=trainable_layers or 0)
-    verify_checksums(path, config.get("checksums"))
+            return from_clip(cls, source.reference, trainable_layers=trainable_layers or 0)
+    verify_checksums(path, config.get("checksums"), config=config, link_root=source.link_root)
     clip_path = _clip_folder(path, config["clip"]["path"])
     refuse_pickled_weights(clip_path)
     layers = config.get("trainable_layers", 0) if trainable_layers is None else trainable_layers
     with one_line_errors(clip_path):
-        clip = load_clip(str(clip_path), layers)
+        clip = load_clip_folder(clip_path, str(clip_path), layers)
     try:
         det = cls(clip, DetectorConfig.from_dict({**config, "trainable_layers": layers}))
     except ValueError as err:

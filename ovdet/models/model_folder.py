@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from ovdet.errors import ModelNotAvailableError, OvdetError
 from ovdet.json_file import read_json_file
 from ovdet.safe_write import check_replaceable, folder_entries, replace_folder
+from ovdet.towers.library_path import library_path
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
@@ -68,18 +69,32 @@ def file_checksums(folder: Path) -> dict[str, str]:
     return {name: _sha256(inside_name(folder, name, folder)) for name in folder_entries(folder) if name != CONFIG_NAME}
 
 
-def verify_checksums(folder: Path, checksums: dict[str, str] | None) -> None:
+def config_checksum(config: dict) -> str:
+    """sha256 of a config's content without its `checksums` key (canonical JSON: sorted keys, no spaces).
+
+    Recorded as `checksums["config.json"]`, so the config (templates, threshold, head shape) is covered
+    like every other file although it holds the checksums itself.
+    """
+    content = json.loads(json.dumps({k: v for k, v in config.items() if k != "checksums"}))  # as read back from disk
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def verify_checksums(folder: Path, checksums: dict[str, str] | None, config: dict | None = None,
+                     link_root: Path | None = None) -> None:
     """Refuse an ovdet folder whose files differ from the checksums its config.json recorded.
 
     Every weights file present (safetensors, pickles, shard indexes) must be listed, so an empty
     or missing `checksums` does not turn the check off; every listed name must stay inside
-    `folder` (no `..`, not absolute, no link leading out).
+    `folder` (no `..`, not absolute, no link leading out of `link_root`, default `folder`).
+    `config` (the parsed config.json) is checked against `checksums["config.json"]` when that is
+    recorded (folders saved before it was are loaded without it).
     """
     config_file = folder / CONFIG_NAME
     checksums = checksums or {}
     entries = folder_entries(folder)
     for name in entries:
-        inside_name(folder, name, folder)  # a link inside the folder must not lead out of it
+        inside_name(folder, name, folder, link_root)  # a link inside the folder must not lead out of it
     unlisted = [n for n in entries if n not in checksums and n.endswith(WEIGHT_SUFFIXES)]
     if unlisted:
         raise ModelNotAvailableError(
@@ -89,9 +104,17 @@ def verify_checksums(folder: Path, checksums: dict[str, str] | None) -> None:
             f"record_checksums('{folder}')\"`"
         )
     for name, digest in sorted(checksums.items()):
-        path = inside_name(folder, name, config_file)
+        path = inside_name(folder, name, config_file, link_root)
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise ModelNotAvailableError(f"'{config_file}': the checksum of '{name}' is {digest!r}, not a sha256")
+        if name == CONFIG_NAME:
+            if config is not None and config_checksum(config) != digest:
+                raise ModelNotAvailableError(
+                    f"'{config_file}' does not match the checksum it recorded for its own content: it was changed "
+                    "after saving; save the model again, or, if you trust the change, record it with "
+                    f"`python -c \"from ovdet.models.model_folder import record_checksums; record_checksums('{folder}')\"`"
+                )
+            continue
         if not path.is_file():
             raise ModelNotAvailableError(f"model folder '{folder}' lacks '{name}'; copy the whole folder again")
         if _sha256(path) != digest:
@@ -102,20 +125,22 @@ def verify_checksums(folder: Path, checksums: dict[str, str] | None) -> None:
 
 
 def record_checksums(folder: str | Path) -> dict[str, str]:
-    """Write the sha256 of every file of an ovdet folder into its config.json (for a folder you trust)."""
+    """Write the sha256 of every file of an ovdet folder, and of its config's content, into its config.json
+    (for a folder you trust)."""
     from ovdet.safe_write import atomic_write_text
 
     folder = Path(folder)
     config = read_config(folder)
     if config is None:
         raise ModelNotAvailableError(f"'{folder}' is not an ovdet model folder (no config.json of model_type ovdet)")
-    config["checksums"] = file_checksums(folder)
+    config["checksums"] = {**file_checksums(folder), CONFIG_NAME: config_checksum(config)}
     atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2))
     return config["checksums"]
 
 
-def inside_name(folder: Path, name, source: Path) -> Path:
-    """`folder / name` for a plain relative name that stays inside `folder`; refuse any other (named in `source`)."""
+def inside_name(folder: Path, name, source: Path, link_root: Path | None = None) -> Path:
+    """`folder / name` for a plain relative name that stays inside `folder` (a link may lead anywhere inside
+    `link_root`, default `folder`); refuse any other (named in `source`)."""
     pure = PurePosixPath(name) if isinstance(name, str) else None
     if (pure is None or not name or pure.is_absolute() or ".." in pure.parts or pure.as_posix() != name
             or "\\" in name or "\x00" in name):  # fmt: skip
@@ -124,7 +149,7 @@ def inside_name(folder: Path, name, source: Path) -> Path:
             "(no '..', not absolute): the folder was not written by ovdet or was altered"
         )
     path = folder / name
-    root = os.path.realpath(folder)
+    root = os.path.realpath(link_root if link_root is not None else folder)
     if not os.path.realpath(path).startswith(root + os.sep):
         raise ModelNotAvailableError(
             f"'{path}' is a link that leads outside the model folder '{folder}'; ovdet reads a model only from "
@@ -172,7 +197,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelNotAvailableError(f"model folder '{path.parent}' has no {path.name}; was it saved completely?")
     try:
-        state = load_file(str(path))
+        with library_path(path) as readable:  # safetensors opens UTF-8 paths only
+            state = load_file(str(readable))
     except Exception as err:  # safetensors raises its own SafetensorError (not an OSError) on a broken header
         raise ModelNotAvailableError(
             f"'{path}' is not a readable safetensors file ({err}); it is truncated or corrupt: save or copy it again"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ovdet.towers.library_path import library_path
 from ovdet.towers.loaded_clip import LoadedCLIP
 
 
@@ -15,6 +16,12 @@ def save_clip(clip: LoadedCLIP, folder: str | Path, dtype=None) -> None:
     the tower's normalisation, so that a reload (and transformers' processors) see the same pixels.
     """
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with library_path(folder) as writable:  # safetensors and tokenizers write to UTF-8 paths only
+        _save(clip, writable, dtype)
+
+
+def _save(clip: LoadedCLIP, folder: Path, dtype) -> None:
     if clip.format == "open_clip":
         from ovdet.towers.open_clip_io import save_open_clip
 

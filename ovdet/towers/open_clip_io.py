@@ -19,6 +19,7 @@ from torch import nn
 
 from ovdet.errors import ModelNotAvailableError
 from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
+from ovdet.towers.library_path import library_path
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -105,8 +106,9 @@ def read_open_clip(folder: str | Path) -> nn.Module:
     if "model_cfg" not in config:
         raise ModelNotAvailableError(f"'{config_file}' has no model_cfg section; was it written by save_open_clip?")
     model = _from_config(config)
-    state = load_file(str(weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    with library_path(weights) as readable:  # safetensors opens UTF-8 paths only
+        state = load_file(str(readable))
+    missing, unexpected = model.load_state_dict(state, strict=False)  # copies fp16/bf16 weights into fp32 parameters
     if missing or unexpected:
         raise ModelNotAvailableError(f"'{weights}' does not match its config: missing {missing}, unexpected {unexpected}")
     return model.eval()
@@ -119,10 +121,11 @@ def open_clip_tokenizer(context_length: int):
     return SimpleTokenizer(context_length=context_length)
 
 
-def load_open_clip(folder: str | Path, trainable_layers: int = 0):
-    """Load a saved open_clip folder as the detector's two towers (a `LoadedCLIP`), offline.
+def load_open_clip(folder: str | Path, trainable_layers: int = 0, reference: str | None = None):
+    """Load a saved open_clip folder as the detector's two towers (a `LoadedCLIP`), offline, in float32.
 
-    The vision tower comes back frozen except its last `trainable_layers` ResNet stages.
+    The vision tower comes back frozen except its last `trainable_layers` ResNet stages; `reference`
+    (default: the folder) is what the user named.
     """
     from ovdet.towers.loaded_clip import LoadedCLIP
     from ovdet.towers.vision_resnet import CLIPResNetBackbone
@@ -134,8 +137,9 @@ def load_open_clip(folder: str | Path, trainable_layers: int = 0):
     mean, std = tuple(pre.get("mean", OPENAI_MEAN)), tuple(pre.get("std", OPENAI_STD))
     tokenizer = open_clip_tokenizer(model.text.context_length)
     backbone = CLIPResNetBackbone(model.visual, mean, std, trainable_layers=trainable_layers)
-    text = OpenCLIPTextTower(model.text, tokenizer, identity=str(folder))
+    reference = reference or str(folder)
+    text = OpenCLIPTextTower(model.text, tokenizer, identity=reference)
     return LoadedCLIP(
-        backbone=backbone, text_tower=text, reference=str(folder), format="open_clip", model=model, tokenizer=tokenizer
+        backbone=backbone, text_tower=text, reference=reference, format="open_clip", model=model, tokenizer=tokenizer
     )
 

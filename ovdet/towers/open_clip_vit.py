@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from ovdet.errors import ModelNotAvailableError
 from ovdet.preprocess import OPENAI_MEAN, OPENAI_STD
+from ovdet.towers.library_path import library_path
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -169,7 +170,8 @@ def convert_open_clip_vit(folder: str | Path):
     from transformers import CLIPModel
 
     try:
-        state = load_file(str(weights))
+        with library_path(weights) as readable:  # safetensors opens UTF-8 paths only
+            state = load_file(str(readable))
     except Exception as err:  # safetensors raises its own SafetensorError on a broken header
         raise ModelNotAvailableError(f"'{weights}' cannot be read ({type(err).__name__}); is it truncated?") from None
     try:
@@ -190,8 +192,9 @@ def convert_open_clip_vit(folder: str | Path):
     return model.eval(), mean, std, (None if logit_bias is None else float(logit_bias.reshape(())))
 
 
-def load_open_clip_vit(folder: str | Path, trainable_layers: int = 0):
-    """An open_clip ViT folder as the detector's towers: a `LoadedCLIP` of format "hf" with OpenAI's BPE."""
+def load_open_clip_vit(folder: str | Path, trainable_layers: int = 0, reference: str | None = None):
+    """An open_clip ViT folder as the detector's towers: a `LoadedCLIP` of format "hf" with OpenAI's BPE, in
+    float32 (`load_state_dict` copies fp16/bf16 weights into the fp32 parameters)."""
     from ovdet.text.tokenizer import clip_tokenizer
     from ovdet.towers.loaded_clip import LoadedCLIP
 
@@ -200,4 +203,5 @@ def load_open_clip_vit(folder: str | Path, trainable_layers: int = 0):
     if logit_bias is not None:  # trained with the sigmoid loss: its scale and bias fit the detection head
         scale = float(model.logit_scale.detach().exp())
         head_init = {"logit_scale": scale, "logit_shift": logit_bias / scale}
-    return LoadedCLIP.from_clip_model(model, clip_tokenizer(), mean, std, str(folder), trainable_layers, head_init=head_init)
+    return LoadedCLIP.from_clip_model(model, clip_tokenizer(), mean, std, reference or str(folder), trainable_layers,
+                                      head_init=head_init)

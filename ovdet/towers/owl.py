@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ovdet.towers.image_processor_config import processor_image_size
 from ovdet.towers.loader import from_pretrained_checked, json_file, owl_towers
 
 KINDS = ("owlvit", "owlv2")
@@ -33,43 +34,37 @@ def is_owl_detection_folder(path: str | Path) -> bool:
     return kind in KINDS and any(a.endswith("ForObjectDetection") for a in architectures)
 
 
-def load_owl_detector(detector_cls, path: str | Path, trainable_layers: int = 0, image_size: int | None = None):
+def load_owl_detector(detector_cls, path: str | Path, trainable_layers: int = 0, image_size: int | None = None,
+                      reference: str | None = None):
     """An OWL-ViT / OWLv2 detection folder -> a trained `detector_cls` (ovdet's Detector) computing what
     transformers computes.
 
     `image_size` other than the checkpoint's own interpolates the position embeddings (transformers'
-    `interpolate_pos_encoding=True`); the default is the size in its preprocessor config, else its own.
+    `interpolate_pos_encoding=True`); the default is the size in its image processor config, else its own.
+    `reference`: what the user named (a hub id whose cached snapshot `path` is); default `path`.
     """
     import transformers
 
     from ovdet.models.detector_config import DetectorConfig
 
     path = Path(path)
+    reference = reference or str(path)
     kind, _ = _model_type(path)
 
     det_cls = getattr(transformers, f"{'OwlViT' if kind == 'owlvit' else 'Owlv2'}ForObjectDetection")
-    owl = from_pretrained_checked(det_cls, str(path))
+    owl = from_pretrained_checked(det_cls, path, reference)
     base = getattr(owl, kind)
-    loaded = owl_towers(base, path, kind, trainable_layers, str(path))
-    size = image_size or _processor_size(path) or owl.config.vision_config.image_size
+    loaded = owl_towers(base, path, kind, trainable_layers, reference)
+    size = image_size or processor_image_size(path) or owl.config.vision_config.image_size
     config = DetectorConfig(
-        clip={"format": kind, "path": str(path)}, image_size=size, box_layers=BOX_LAYERS,
+        clip={"format": kind, "path": reference}, image_size=size, box_layers=BOX_LAYERS,
         objectness_layers=BOX_LAYERS if kind == "owlv2" else 0, box_bias="corner", preprocess=PREPROCESS[kind],
         templates="single", threshold=0.1, trainable_layers=trainable_layers,
-        info={"untrained": False, "source": {"format": kind, "path": str(path)}},
+        info={"untrained": False, "source": {"format": kind, "path": reference}},
     )
     detector = detector_cls(loaded, config)
     copy_head_weights(owl, detector, kind)
     return detector.eval()
-
-
-def _processor_size(path: Path) -> int | None:
-    """The square side the checkpoint's image processor resizes to (preprocessor_config.json `size`)."""
-    data = json_file(path, "preprocessor_config.json")
-    size = data.get("size") if isinstance(data, dict) else None
-    if isinstance(size, dict) and isinstance(size.get("height"), int) and size.get("height") == size.get("width"):
-        return size["height"]
-    return None
 
 
 @torch.no_grad()
