@@ -67,3 +67,20 @@ def test_saved_tokenizer_is_a_plain_clip_tokenizer_that_records_the_cleaning(tmp
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "CLIPTokenizer" and config["text_cleaning"] == "open_clip"
     assert type(AutoTokenizer.from_pretrained(str(tmp_path))).__name__ == "CLIPTokenizer"
+
+
+def test_a_saved_and_reloaded_open_clip_vit_keeps_the_cleaning(tmp_path):
+    """An OpenCLIP ViT saved by ovdet (converted to the transformers layout) and loaded again still cleans
+    its texts: the reloaded tokenizer gives open_clip's ids, not transformers' plain ones."""
+    from test_open_clip_vit import CONFIGS, save_open_clip_vit
+
+    from ovdet.models.detector import Detector
+
+    folder = save_open_clip_vit(tmp_path / "clip", CONFIGS["openai"])
+    detector = Detector.from_clip(str(folder), image_size=64)
+    detector.save_pretrained(tmp_path / "det")
+    reloaded = Detector.from_pretrained(tmp_path / "det")
+    tokenizer = reloaded.text_encoder.tower.tokenizer
+    assert tokenizer(TRICKY)["input_ids"] == open_clip_ids(TRICKY)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.text_encoder.tower(TRICKY), detector.text_encoder.tower(TRICKY), atol=1e-6)

@@ -8,6 +8,7 @@ the folder and the files it lacks.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ovdet.errors import ModelNotAvailableError
@@ -49,11 +50,20 @@ def clip_folder_tokenizer(folder: Path, vocab_size: int):
 
 
 def _own_tokenizer(folder: Path):
+    """The folder's CLIP tokenizer; one that ovdet saved with open_clip's text cleaning keeps it."""
     from transformers import CLIPTokenizer
 
+    from ovdet.text.cleaned_tokenizer import TEXT_CLEANING, CleanedCLIPTokenizer
+
+    try:
+        settings = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        settings = {}
+    cls = CleanedCLIPTokenizer if isinstance(settings, dict) and settings.get("text_cleaning") == TEXT_CLEANING \
+        else CLIPTokenizer
     try:
         with library_path(folder) as path:
-            return CLIPTokenizer.from_pretrained(str(path))
+            return cls.from_pretrained(str(path))
     except Exception as err:  # the tokenizers library raises bare Exceptions on a broken file
         first = (str(err).strip().splitlines() or [""])[0][:200]
         raise ModelNotAvailableError(f"the tokenizer files in '{folder}' cannot be read ({type(err).__name__}: {first}); "
