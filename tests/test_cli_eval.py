@@ -144,6 +144,17 @@ def test_hydra_entry_gives_the_same_metrics_as_the_cli(shapes_coco, tmp_path):
     assert json.loads((tmp_path / "hydra" / "metrics.json").read_text()) == cli
     assert 0 < cli["AP50_all"] < 100
 
+    # A user's metrics.json is refused as by `ovdet eval`; overwrite=true replaces it.
+    users = tmp_path / "users.json"
+    users.write_text('{"mine": 1}')
+    run = [sys.executable, str(ROOT / "tools" / "eval.py"), f"annotations={root / 'gt.json'}", f"predictions={preds}",
+           f"hydra.run.dir={tmp_path / 'hydra'}", "report=null", f"out={users}"]
+    refused = subprocess.run(run, capture_output=True, text=True, env=ENV, timeout=300)
+    assert refused.returncode == 2 and "was not written by ovdet" in refused.stderr, refused.stderr
+    assert users.read_text() == '{"mine": 1}'
+    assert subprocess.run([*run, "overwrite=true"], capture_output=True, env=ENV, timeout=300).returncode == 0
+    assert json.loads(users.read_text())["AP50_all"] == cli["AP50_all"]
+
 
 @pytest.mark.parametrize(
     "args, message",

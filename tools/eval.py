@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 KEYS = (
     "split", "protocol", "vocabulary", "templates", "template_mode", "predictions", "out", "report",
-    "batch_size", "workers", "max_dets", "score_threshold", "nms", "accelerator", "devices", "progress",
+    "batch_size", "workers", "max_dets", "score_threshold", "nms", "accelerator", "devices", "progress", "overwrite",
 )  # fmt: skip
 RUN_KEYS = ("batch_size", "workers", "max_dets", "score_threshold", "nms", "templates", "template_mode",
             "accelerator", "devices", "progress")  # fmt: skip
