@@ -8,7 +8,7 @@ INSTALL_GB ?= 7
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install test test-slow test-all detect demo embedded-model clean
+.PHONY: install test test-isa test-slow test-all detect demo embedded-model clean
 
 install: $(STAMP)
 
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The precision tests again as an AVX2-only CPU runs them (no VNNI, no bf16 in oneDNN or ATen), on any x86
+# machine: their tolerances must hold on every CPU, not only on the one that ran `make test`.
+ISA_TESTS := tests/test_precision.py tests/test_cpu_linear.py tests/test_cpu_attention.py
+test-isa: install
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m "not slow" $(ISA_TESTS)
 
 # DDP with 2 gloo processes, CLI fast_dev_run, distributed loss normalisation (~1.5 min).
 test-slow: install

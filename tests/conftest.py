@@ -25,6 +25,36 @@ def coco128():
     return COCO128
 
 
+@pytest.fixture(autouse=True)
+def _torch_settings_restored():
+    """Process-wide torch settings a test (or the code it runs) may change are put back after it, so no
+    test's answer depends on the tests run before it: threads, the quantised engine, the default dtype,
+    grad mode."""
+    import torch
+
+    saved = (torch.get_num_threads(), torch.backends.quantized.engine, torch.get_default_dtype(),
+             torch.is_grad_enabled())
+    yield
+    threads, engine, dtype, grad = saved
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine
+    torch.set_default_dtype(dtype)
+    torch.set_grad_enabled(grad)
+
+
+@pytest.fixture
+def seeded():
+    """torch, numpy and random seeded alike before the test, whatever ran before it (unseeded randn inputs)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: more threads only contend for the shared cores (10x slower under load)."""

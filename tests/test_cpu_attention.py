@@ -6,6 +6,8 @@ import torch
 from ovdet.towers import cpu_attention
 from ovdet.towers.cpu_attention import chunked_attention
 
+pytestmark = pytest.mark.usefixtures("seeded")
+
 
 class _Attention(torch.nn.Module):
     is_causal = False

@@ -5,9 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from ovdet.towers.cpu_linear import PACKED, PackedLinear, pack, packing_available, unpack
+from ovdet.towers import cpu_linear
+from ovdet.towers.cpu_linear import PACKED, PackedLinear, pack, packable_dtypes, packing_available, unpack
 
-pytestmark = pytest.mark.skipif(not packing_available(), reason="torch built without oneDNN")
+pytestmark = [pytest.mark.skipif(not packing_available(), reason="torch built without oneDNN"),
+              pytest.mark.usefixtures("seeded")]
+# oneDNN has no bf16 linear on an AVX2-only CPU (`make test-isa` runs these tests as one): bf16 layers stay plain.
+BF16_PACKED = packing_available() and torch.bfloat16 in packable_dtypes()
+BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not BF16_PACKED, reason="no oneDNN bf16 linear here"))
 
 
 def _layer(dtype=torch.float32, bias=True):
@@ -15,35 +20,36 @@ def _layer(dtype=torch.float32, bias=True):
     return nn.Sequential(nn.Linear(48, 96, bias=bias), nn.GELU(), nn.Linear(96, 16, bias=bias)).eval().to(dtype)
 
 
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("rows", [(1, 7, 48), (3, 48), (2, 577, 48)])
-def test_bf16_packed_is_bit_identical_and_fp32_within_rounding(rows):
+def test_bf16_packed_is_bit_identical_and_fp32_within_rounding(rows, dtype):
     x = torch.randn(*rows)
-    for dtype, exact in ((torch.bfloat16, True), (torch.float32, False)):
-        net = _layer(dtype)
-        with torch.no_grad():
-            plain = net(x.to(dtype))
-            assert pack(net) == 2 and all(type(m) is PackedLinear for m in (net[0], net[2]))
-            fast = net(x.to(dtype))
-        assert fast.dtype == dtype and fast.shape == plain.shape
-        if exact:
-            assert torch.equal(fast, plain)
-        else:
-            torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    net = _layer(dtype)
+    with torch.no_grad():
+        plain = net(x.to(dtype))
+        assert pack(net) == 2 and all(type(m) is PackedLinear for m in (net[0], net[2]))
+        fast = net(x.to(dtype))
+    assert fast.dtype == dtype and fast.shape == plain.shape
+    if dtype == torch.bfloat16:
+        assert torch.equal(fast, plain)
+    else:
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
-def test_packed_path_is_really_taken_and_unpack_restores_plain_linear(monkeypatch):
-    net = _layer(torch.bfloat16)
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+def test_packed_path_is_really_taken_and_unpack_restores_plain_linear(dtype, monkeypatch):
+    net = _layer(dtype)
     pack(net)
     calls = []
     real = torch.ops.mkldnn._linear_pointwise
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
-        net(torch.randn(2, 48).bfloat16())
+        net(torch.randn(2, 48).to(dtype))
     assert len(calls) == 2
     unpack(net)
     assert type(net[0]) is nn.Linear and PACKED not in net[0].__dict__
     with torch.no_grad():
-        net(torch.randn(2, 48).bfloat16())
+        net(torch.randn(2, 48).to(dtype))
     assert len(calls) == 2  # plain again
     assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
 
@@ -106,7 +112,37 @@ def test_detector_set_precision_packs_the_tower_and_head(tiny_clip_dir):
         torch.testing.assert_close(fast[key], plain[key], rtol=1e-4, atol=1e-4)
     keys = set(det.state_dict())
     det.set_precision("bf16")
-    assert det.backbone.vision.encoder.layers[0].mlp.fc1.__dict__[PACKED][0].dtype == torch.bfloat16
+    fc1 = det.backbone.vision.encoder.layers[0].mlp.fc1
+    if BF16_PACKED:
+        assert fc1.__dict__[PACKED][0].dtype == torch.bfloat16
+    else:  # AVX2: oneDNN has no bf16 linear, so the bf16 layer runs plain (and does run)
+        assert type(fc1) is nn.Linear and fc1.weight.dtype == torch.bfloat16
+        assert det.predict(x, ["cat"])["logits"].isfinite().all()
     det.set_precision("fp32")
     assert set(det.state_dict()) == keys
     assert det.backbone.vision.encoder.layers[0].mlp.fc1.__dict__[PACKED][0].dtype == torch.float32
+
+
+def test_bf16_layers_stay_plain_where_onednn_has_no_bf16_linear(monkeypatch):
+    """On an AVX2-only CPU oneDNN refuses to pack a bf16 weight ("bf16 path needs the cpu support
+    avx_ne_convert or avx512bw, avx512vl and avx512dq"): set_precision("bf16") raised there."""
+    real = torch.ops.mkldnn._reorder_linear_weight
+
+    def reorder(weight, *args):
+        if weight.dtype == torch.bfloat16:
+            raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx512bw")
+        return real(weight, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", reorder)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    x = torch.randn(3, 48)
+    net = _layer(torch.bfloat16)
+    with torch.no_grad():
+        plain = net(x.bfloat16())
+        assert pack(net) == 0 and type(net[0]) is nn.Linear
+        assert torch.equal(net(x.bfloat16()), plain)
+        packed = _layer()
+        assert pack(packed) == 2
+        packed.bfloat16()  # cast after packing (as Bf16Weights does): the forward falls back instead of repacking
+        assert torch.equal(packed(x.bfloat16()), plain)
+    assert cpu_linear.packable_dtypes() == (torch.float32,)

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from detection_match import unmatched
 from PIL import Image
 
 from ovdet.models import precision as precision_mod
@@ -13,6 +14,10 @@ from ovdet.models.precision import resolve_precision
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "ovdet" / "assets" / "default_model"
 SCENE = Path(__file__).resolve().parents[1] / "ovdet" / "assets" / "scene.png"
+# Tolerances measured on one AVX512-BF16 Xeon natively, under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI (the
+# Xeon without bf16) and under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 (`make test-isa`); each
+# comment gives the largest difference seen, and each tolerance leaves at least 2x over it.
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 @pytest.fixture()
@@ -51,8 +56,8 @@ def test_bf16_matches_fp32_and_switching_back_is_exact(detector):
     fast = _outputs(detector, x, queries)
     for key in plain:
         assert fast[key].dtype == torch.float32, key
-    assert (fast["pred_boxes"] - plain["pred_boxes"]).abs().max() < 0.02
-    assert (fast["logits"].sigmoid() - plain["logits"].sigmoid()).abs().max() < 0.03
+    assert (fast["pred_boxes"] - plain["pred_boxes"]).abs().max() < 0.02  # measured 0.0010 (heads seeded 0-2)
+    assert (fast["logits"].sigmoid() - plain["logits"].sigmoid()).abs().max() < 0.08  # measured 0.040
     assert detector.set_precision("fp32") == "fp32"
     again = _outputs(detector, x, queries)
     for key in plain:
@@ -79,10 +84,9 @@ def test_batched_mixed_sizes_equal_one_at_a_time(detector):
     images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in ((90, 40), (30, 70), (64, 64))]
     batched = detector.detect(images, ["x", "y"], threshold=0.0, batch_size=3)
     single = [detector.detect(im, ["x", "y"], threshold=0.0, batch_size=1)[0] for im in images]
-    for a, b in zip(batched, single):
-        assert [d.label for d in a] == [d.label for d in b]
-        assert np.allclose([d.box for d in a], [d.box for d in b], atol=0.05)
-        assert np.allclose([d.score for d in a], [d.score for d in b], atol=1e-3)
+    for a, b in zip(batched, single):  # matched by box, not by list order: near-tied scores may swap
+        assert len(a) == len(b) > 0
+        assert unmatched(a, b, iou=0.95, score_tol=1e-3) == [] and unmatched(b, a, iou=0.95, score_tol=1e-3) == []
 
 
 @pytest.mark.slow
@@ -144,8 +148,10 @@ def test_int8_is_refused_where_it_does_not_apply():
             resolve_precision("int8", device, kind, tuned)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def embedded():
+    """Fresh per test: tests switch its precision, and a test that failed mid-way left the int8 tower in a
+    shared one (the next test then failed with "'Int8ResNet' object has no attribute 'conv1'")."""
     return Detector.from_pretrained(EMBEDDED).eval()
 
 
@@ -165,12 +171,19 @@ def test_int8_resnet_quantises_the_convolutions_and_keeps_the_detections(embedde
     assert any(k.startswith("torch.ao.nn.intrinsic.quantized") for k in kinds), kinds  # conv+BN+ReLU fused, int8
     fast, got = embedded.predict(x, names), embedded.detect(scene, names)[0]
     assert not torch.equal(fast["logits"], plain["logits"])
-    assert (fast["pred_boxes"] - plain["pred_boxes"]).abs().max() < 0.03
+    # Measured: boxes 0.015 (8-bit "onednn" settings, VNNI) / 0.042 (7-bit "x86" settings, AVX2); best
+    # score per query 0.0075 / 0.025. Detections: matched boxes IoU >= 0.975, scores within 0.0075.
+    assert (fast["pred_boxes"] - plain["pred_boxes"]).abs().max() < 0.08
     best = lambda out: out["logits"].sigmoid().amax(1)  # [B, Q]: re-scoring masks all but its top regions
     assert (best(fast) - best(plain)).abs().max() < 0.05
-    assert [d.query for d in got] == [d.query for d in ref]
-    for a, b in zip(got, ref):
-        assert np.abs(np.subtract(a.box, b.box)).max() < 3.0 and abs(a.score - b.score) < 0.03, (a, b)
+    tol = 0.03
+    assert len(ref) > 0
+    # Every fp32 detection is found again (one within `tol` of the threshold may drop below it) ...
+    lost = unmatched(ref, got, iou=0.9, score_tol=tol)
+    assert [d for d in lost if d.score >= embedded.threshold + tol] == [], (lost, got)
+    # ... and int8 finds no new object: an extra box may only overlap an object fp32 found (under AVX2 a
+    # second, partial star box at 0.64, IoU 0.50 with the first, falls just inside NMS's 0.5).
+    assert unmatched(got, ref, iou=0.3, score_tol=1.0) == [], (got, ref)
     assert embedded.set_precision("fp32") == "fp32"
     assert torch.equal(embedded.predict(x, names)["logits"], plain["logits"])  # the fp32 tower is back, untouched
     assert set(embedded.state_dict()) == keys
@@ -191,7 +204,9 @@ def test_int8_resnet_is_deterministic_and_its_image_and_crop_copies_agree(embedd
 def test_int8_resnet_calibration_images_are_used_and_checked(embedded):
     from ovdet.towers.resnet_int8 import int8_resnet
 
-    embedded.set_precision("int8")
+    from ovdet.towers.resnet_int8 import default_calibration_images
+
+    embedded.set_precision("int8", calibration=default_calibration_images(3))
     default = embedded.backbone.vision.images.stem.conv1.scale
     rng = np.random.default_rng(0)
     noise = [Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)) for _ in range(2)]
@@ -200,3 +215,36 @@ def test_int8_resnet_calibration_images_are_used_and_checked(embedded):
     embedded.set_precision("fp32")
     with pytest.raises(ValueError, match="calibration images"):
         int8_resnet(embedded.backbone.vision, [])
+
+
+def test_int8_resnet_leaves_the_quantised_engine_as_it_was(embedded, monkeypatch):
+    """The engine is process-wide: a ResNet's int8 conversion left "onednn" set, which changed how a ViT
+    quantised later in the same process (a test's answer depended on the tests before it)."""
+    from ovdet.towers.resnet_int8 import calibration_batches, default_calibration_images, int8_resnet
+
+    monkeypatch.setattr(torch.backends.quantized, "engine", "x86")
+    batches = calibration_batches(embedded.preprocessor, embedded.backbone.crop_size, default_calibration_images(2))
+    tower = int8_resnet(embedded.backbone.vision, batches, "onednn")
+    assert torch.backends.quantized.engine == "x86"
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        expected = tower.images(x)
+        monkeypatch.setattr(torch.backends.quantized, "engine", "onednn")
+        assert torch.equal(tower.images(x), expected)  # the packed convolutions run the same under any engine
+
+
+@pytest.mark.parametrize("cap, bf16, backend", [(None, True, "onednn"), ("AVX512_CORE_VNNI", False, "onednn"),
+                                                ("AVX2", False, "x86"), ("avx512_core_amx", True, "onednn")])
+def test_cpu_choices_follow_onednn_max_cpu_isa(cap, bf16, backend, monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA ovdet chooses as a CPU without the capped instructions would: no "auto" bf16
+    where oneDNN emulates it, and torch's 7-bit int8 settings where 8-bit ones would overflow (no VNNI)."""
+    flags = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})  # a CPU with VNNI and native bf16
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert precision_mod.bf16_supported("cpu") is bf16
+    assert precision_mod.int8_backend() == backend
+    assert {"avx2", "avx512f"} <= precision_mod.usable_cpu_flags()  # only the bf16 / int8 instructions are capped

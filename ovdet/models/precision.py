@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +14,15 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # CPU flags of int8 dot-product instructions (VNNI, AMX), with which 8-bit activations do not overflow.
 CPU_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# Which of those flags oneDNN may still use under each ONEDNN_MAX_CPU_ISA cap (oneDNN's names); a cap not
+# listed here (SSE41, AVX, AVX2, AVX512_CORE) leaves none of them, and DEFAULT / ALL / unset leaves all.
+_VNNI, _BF16 = frozenset({"avx512_vnni"}), frozenset({"avx512_vnni", "avx512_bf16"})
+_AMX = _BF16 | {"amx_int8", "amx_bf16"}
+ONEDNN_ISA_FLAGS = {"AVX2_VNNI": frozenset({"avx_vnni"}), "AVX2_VNNI_2": frozenset({"avx_vnni"}),
+                    "AVX512_CORE_VNNI": _VNNI, "AVX512_CORE_BF16": _BF16, "AVX10_1_512": _BF16,
+                    "AVX512_CORE_FP16": _BF16, "AVX10_2_512": _BF16, "AVX10_1_512_AMX": _AMX,
+                    "AVX512_CORE_AMX": _AMX, "AVX10_1_512_AMX_FP16": _AMX, "AVX512_CORE_AMX_FP16": _AMX,
+                    "AVX10_2_512_AMX_2": _AMX}
 
 
 @lru_cache(maxsize=1)
@@ -27,6 +37,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def usable_cpu_flags() -> frozenset[str]:
+    """`cpu_flags` less the bf16 / int8 instructions that ONEDNN_MAX_CPU_ISA forbids oneDNN to use.
+
+    So a capped run (ONEDNN_MAX_CPU_ISA=AVX2, as `make test-isa` does) makes the choices an AVX2-only
+    CPU would: fp32 for "auto", torch's 7-bit x86 int8 settings, not 8-bit ones that AVX2 would overflow.
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()
+    if cap in ("", "ALL", "DEFAULT"):
+        return cpu_flags()
+    managed = set(CPU_BF16_FLAGS) | CPU_INT8_FLAGS
+    return cpu_flags() - (managed - ONEDNN_ISA_FLAGS.get(cap, frozenset()))
+
+
 def bf16_supported(device: torch.device | str) -> bool:
     """True where bf16 matrix products run natively: CUDA with bf16, or a CPU with AVX512-BF16 / AMX.
 
@@ -38,7 +61,7 @@ def bf16_supported(device: torch.device | str) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         capability = torch.backends.cpu.get_cpu_capability()
-        return bool(set(CPU_BF16_FLAGS) & cpu_flags()) or "AMX" in capability
+        return bool(set(CPU_BF16_FLAGS) & usable_cpu_flags()) or "AMX" in capability
     return False
 
 
@@ -166,9 +189,13 @@ def int8_resnet_tower(detector, vision: nn.Module, calibration: list | None) -> 
 
     images = default_calibration_images() if calibration is None else list(calibration)
     batches = calibration_batches(detector.preprocessor, detector.backbone.crop_size, images)
-    # 8-bit activations where int8 dot products cannot overflow (VNNI, AMX), else torch's 7-bit x86 default
-    backend = "onednn" if CPU_INT8_FLAGS & cpu_flags() else "x86"
-    return int8_resnet(vision, batches, backend)
+    return int8_resnet(vision, batches, int8_backend())
+
+
+def int8_backend() -> str:
+    """torch's quantised settings for static int8: "onednn" (8-bit activations) where int8 dot products cannot
+    overflow (VNNI, AMX), else torch's 7-bit "x86" default."""
+    return "onednn" if CPU_INT8_FLAGS & usable_cpu_flags() else "x86"
 
 
 def set_compile(detector, enabled: bool = True, **options) -> None:

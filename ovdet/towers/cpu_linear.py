@@ -22,6 +22,12 @@ def packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def packable_dtypes() -> tuple[torch.dtype, ...]:
+    """fp32 always; bf16 only where oneDNN has a bf16 linear (AVX512-BW/VL/DQ or AVX-NE-CONVERT, honouring
+    ONEDNN_MAX_CPU_ISA): on an AVX2-only CPU packing a bf16 weight raises, so those layers stay plain."""
+    return (torch.float32, torch.bfloat16) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
+
+
 class PackedLinear(nn.Linear):
     """nn.Linear whose inference forward uses a oneDNN-packed copy of its weight (repacked if the weight changed)."""
 
@@ -37,6 +43,8 @@ class PackedLinear(nn.Linear):
             x = x.to(weight.dtype)  # what autocast would do for F.linear
         packed, version = state
         if version != weight._version or packed.dtype != weight.dtype:  # weights loaded or cast since packing
+            if weight.dtype not in packable_dtypes():
+                return super().forward(x)
             packed = _pack(self)
         bias = None if self.bias is None else self.bias.to(weight.dtype)
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
@@ -57,13 +65,14 @@ def _pack(linear: nn.Linear) -> torch.Tensor:
 
 
 def pack(module: nn.Module) -> int:
-    """Give every CPU fp32/bf16 nn.Linear in `module` the packed forward (idempotent); returns how many."""
+    """Give every CPU fp32 nn.Linear in `module` (bf16 too, where `packable_dtypes` has it) the packed forward
+    (idempotent); returns how many."""
     if not packing_available():
         return 0
-    count = 0
+    count, dtypes = 0, packable_dtypes()
     for linear in module.modules():
         if type(linear) in (nn.Linear, PackedLinear) and linear.weight.device.type == "cpu" \
-                and linear.weight.dtype in (torch.float32, torch.bfloat16):
+                and linear.weight.dtype in dtypes:
             linear.__class__ = PackedLinear
             _pack(linear)
             count += 1

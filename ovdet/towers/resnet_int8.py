@@ -111,20 +111,27 @@ def int8_resnet(vision: nn.Module, calibration: list[torch.Tensor], backend: str
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not calibration:
         raise ValueError("int8 for a ResNet tower needs calibration images; got none")
-    torch.backends.quantized.engine = backend
     vision = copy.deepcopy(vision).eval()
     qconfig = get_default_qconfig_mapping(backend)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices: nothing a user can act on
-        stages, x = {}, calibration[0][:1]
-        for name in ("stem", *STAGES):
-            module = Stem(vision) if name == "stem" else getattr(vision, name)
-            stages[name] = prepare_fx(module, qconfig, (x,))  # observers, still float arithmetic
-            x = stages[name](x)
-        observed = Trunk(stages)
-        for batch in calibration:
-            observed(batch.float())
-        images, crops = (Trunk({name: convert_fx(copy.deepcopy(m)) for name, m in stages.items()}) for _ in range(2))
+    engine = torch.backends.quantized.engine
+    # The engine picks the weight packing at conversion; the packed convolutions then run the same under
+    # any engine, so the process-wide setting is put back (a leaked "onednn" changed later ViT int8 models).
+    torch.backends.quantized.engine = backend
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices: nothing a user can act on
+            stages, x = {}, calibration[0][:1]
+            for name in ("stem", *STAGES):
+                module = Stem(vision) if name == "stem" else getattr(vision, name)
+                stages[name] = prepare_fx(module, qconfig, (x,))  # observers, still float arithmetic
+                x = stages[name](x)
+            observed = Trunk(stages)
+            for batch in calibration:
+                observed(batch.float())
+            images, crops = (Trunk({name: convert_fx(copy.deepcopy(m)) for name, m in stages.items()})
+                             for _ in range(2))
+    finally:
+        torch.backends.quantized.engine = engine
     return Int8ResNet(images, crops, vision.attnpool, vision.image_size).eval()
 
 
