@@ -7,7 +7,6 @@ between configurations. The result is one JSON line on stdout.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import resource
 import sys
@@ -75,7 +74,7 @@ def reference_step(spec: dict):
     device = spec.get("device", "cpu")
     model = OwlViTForObjectDetection.from_pretrained(spec["owlvit_dir"], attn_implementation="sdpa").eval().to(device)
     size = spec["image_size"]
-    tokenizer = copy.deepcopy(clip_tokenizer())
+    tokenizer = clip_tokenizer()  # its own copy
     tokenizer.model_max_length = model.config.text_config.max_position_embeddings  # OWL-ViT's: 16 tokens
     processor = OwlViTProcessor(
         image_processor=OwlViTImageProcessor(size={"height": size, "width": size}, crop_size={"height": size, "width": size}),

@@ -80,8 +80,6 @@ def save_random_models(model: str, image_size: int, folder: str | Path, seed: in
 def save_random_owlv2(folder: str | Path, image_size: int = OWLV2_SIZE, seed: int = 0) -> dict[str, str]:
     """A random-weight `Owlv2ForObjectDetection` (B/16 vision, CLIP text) with its processor, saved as
     transformers saves it; ovdet loads the very same folder. Returns {"owl_dir"}."""
-    import copy
-
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
@@ -94,7 +92,7 @@ def save_random_owlv2(folder: str | Path, image_size: int = OWLV2_SIZE, seed: in
     out = Path(folder) / "owlv2"
     with no_progress_bars():
         Owlv2ForObjectDetection(config).eval().save_pretrained(str(out))
-    tokenizer = copy.deepcopy(clip_tokenizer())
+    tokenizer = clip_tokenizer()  # its own copy
     tokenizer.model_max_length = 16  # OWL's text context
     Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": image_size, "width": image_size}),
                    tokenizer=tokenizer).save_pretrained(str(out))
