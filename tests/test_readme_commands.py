@@ -91,3 +91,31 @@ def test_the_negative_example_removes_what_it_says(clone):
     with_negative = _detections(argv, clone, "neg_with.json")
     without = _detections(argv[:i] + argv[i + 2:], clone, "neg_without.json")
     assert 0 < len(with_negative) < len(without)
+
+
+def test_the_onnx_post_processing_example_gives_ovdet_detects_detections(clone):
+    """README's ONNX section: run its export command, then its Python block; the detections equal
+    `Detector.detect`'s on the same image and queries."""
+    pytest.importorskip("onnxruntime")
+    if not (ROOT / "ovdet" / "assets" / "default_model" / "config.json").is_file():
+        pytest.skip("no embedded model shipped")
+    text = (ROOT / "README.md").read_text()
+    command = next(c for c in readme_commands() if c.startswith("ovdet export"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "ovdet.cli.main", *shlex.split(command)[1:], "--no-check"], cwd=clone,
+                   env=env, check=True, capture_output=True, timeout=600)
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "InferenceSession" in b)
+    cwd = os.getcwd()
+    try:
+        os.chdir(clone)
+        scope: dict = {}
+        exec(block, scope)  # noqa: S102 - the README's own example
+    finally:
+        os.chdir(cwd)
+    queries = [a for i, a in enumerate(shlex.split(command)) if i and shlex.split(command)[i - 1] == "-q"]
+    expected = scope["detector"].detect(scope["image"], queries, threshold=0.5)[0]
+    dets = scope["dets"]
+    assert len(expected) == len(dets["scores"]) > 0
+    for det, box, score, label in zip(expected, dets["boxes"], dets["scores"], dets["labels"]):
+        assert det.label == int(label) and abs(det.score - float(score)) < 1e-4
+        assert max(abs(a - float(b)) for a, b in zip(det.box, box)) < 0.05
