@@ -1,6 +1,8 @@
 """The benchmark: timing rule, plan, side-by-side rows and Markdown; `ovdet benchmark --quick` end to end."""
 
+import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +183,21 @@ def test_saving_the_benchmarked_models_draws_no_progress_bars(tmp_path, capfd):
     save_random_models("tiny", 64, tmp_path)
     captured = capfd.readouterr()
     assert "Writing model shards" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("name", ["benchmark.json", "benchmark_embedded.json", "benchmark_owlv2.json"])
+def test_the_terminal_table_fits_120_columns(name):
+    """The table of record used to print 250 columns wide; it must fit a 120-column terminal, with the
+    numbers themselves still there."""
+    from rich.console import Console
+
+    from ovdet.benchmark.report import print_table, rows
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / name).read_text())
+    console = Console(width=120, record=True, file=io.StringIO())
+    print_table(doc, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "…" not in text  # no number cut to fit
+    first = rows(doc)[0]
+    assert first["model"] in text and str(first["batch"]) in text
