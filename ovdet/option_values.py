@@ -1,4 +1,5 @@
-"""Numeric options of the Python API checked at the boundary: one `OvdetError` line naming the value.
+"""Numeric options checked at the boundary, for the Python API and the CLI alike: one `OvdetError` line
+naming the option and the value.
 
 Without these, `max_detections=2.5` fails deep in a slice with a TypeError, `threshold=nan` keeps
 nothing without a word, and `True` passes as the count 1.
@@ -28,7 +29,7 @@ def check_score(name: str, value) -> float:
 
 def check_iou(name: str, value) -> float:
     """An IoU threshold: a number in (0, 1]."""
-    rule = "an IoU in (0, 1] (1 or None keeps every box), e.g. 0.5"
+    rule = "an IoU in (0, 1] (1 turns NMS off), e.g. 0.5"
     if not 0.0 < _real(name, value, rule) <= 1.0:
         raise OvdetError(f"{name} must be {rule}, got {value!r}")
     return float(value)

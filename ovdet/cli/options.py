@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
 
 from ovdet.errors import OvdetError
@@ -63,11 +62,14 @@ def check_postprocess(args: argparse.Namespace) -> None:
 
 def check_values(threshold: float | None, nms: float | None, max_detections: int,
                  max_option: str = "--max-detections") -> None:
-    """Score threshold, NMS IoU and detection cap: NaN, infinities and values out of range are one line."""
-    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise OvdetError(f"--threshold must be in 0..1 (a sigmoid score), got {threshold:g}; e.g. --threshold 0.3")
-    if nms is not None and not (math.isfinite(nms) and 0.0 < nms <= 1.0):
-        raise OvdetError(f"--nms must be an IoU in (0, 1] (1 turns NMS off), got {nms:g}; e.g. --nms 0.5")
+    """Score threshold, NMS IoU and detection cap, by the API's own rules (NaN, infinities and values out of
+    range are one line naming the option)."""
+    from ovdet.option_values import check_iou, check_score
+
+    if threshold is not None:
+        check_score("--threshold", threshold)
+    if nms is not None:
+        check_iou("--nms", nms)
     check_at_least(max_option, max_detections, 1)
 
 
