@@ -9,27 +9,16 @@ import threading
 import time
 
 import pytest
-import torch
-
-from ovdet.demo.model_registry import ModelRegistry
-from ovdet.models.detector import Detector
 
 gr = pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")
 from ovdet.demo import app as demo_app  # noqa: E402
 from ovdet.demo.http_server import bind_port  # noqa: E402
-from test_demo_http import png_bytes  # noqa: E402
+from test_demo_http import png_bytes, registry  # noqa: E402, F401 - registry is a fixture
 
 MB = 1024**2
 PER_CLIENT = 8
 OTHER_CLIENT = "127.0.0.2"  # loopback is all of 127/8: a second client address on this machine
-
-
-@pytest.fixture(scope="module")
-def registry(tiny_clip_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    det = Detector.from_clip(str(tiny_clip_dir), image_size=64)
-    return ModelRegistry({"tiny": str(det.save_pretrained(tmp_path_factory.mktemp("models") / "tiny"))})
 
 
 @pytest.fixture(scope="module")

@@ -92,3 +92,14 @@ def test_coco_json_is_refused_with_a_hint():
     del gt["images"][0]["neg_category_ids"]
     with pytest.raises(ValueError, match="neg_category_ids.*evaluate_coco_ov"):
         evaluate_lvis(gt, perfect())
+
+
+def test_importing_lvis_leaves_the_applications_logging_alone():
+    """`lvis` calls logging.basicConfig at import: a root handler bound to that moment's stderr, which later
+    log calls from anywhere wrote to (a demo test failed on "--- Logging error ---" once it was closed)."""
+    import subprocess
+    import sys
+
+    code = ("import logging; import ovdet.evaluation.lvis_compat; "
+            "assert logging.getLogger().handlers == [], logging.getLogger().handlers")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -4,26 +4,13 @@ Hydra writes anything into the run folder; a resumed run's metrics.csv holds eve
 import csv
 
 import pytest
-from synthetic_coco import write_synthetic_coco
-from test_training import data_overrides
+from test_train_checkpoints import data, run  # noqa: F401 - the same 8-image run (data is a fixture)
 
 from ovdet import file_mark
 from ovdet.cli.main import main
 from ovdet.training.csv_log import MARK, after_checkpoint, read_metrics, write_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run best on one thread
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_synthetic_coco(folder, num_images=8, seed=0, classes=("square", "circle")), folder / "images"
-
-
-def run(tiny_clip_dir, data, run_dir, *overrides) -> int:
-    """8 images, 4 per batch: 2 steps an epoch."""
-    return main(["train", "experiment=smoke", f"model.clip={tiny_clip_dir}", *data_overrides(*data),
-                 "data.batch_size=4", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", *overrides])
 
 
 def snapshot(folder):

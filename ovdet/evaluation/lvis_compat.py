@@ -4,7 +4,10 @@ Import LVIS, LVISEval and LVISResults from here, never from `lvis` directly, so 
 always in force. Install: `pip install --no-deps lvis==0.5.3` (its metadata pulls
 opencv-python, which would clash with albumentations' opencv-python-headless; `lvis.vis`
 imports `cv2` at import time and the headless build provides it). Importing `lvis` also
-calls `logging.basicConfig(level=WARN)`, which only acts when the root logger has no handler.
+calls `logging.basicConfig(level=WARN)`, which only acts when the root logger has no handler: a
+library must not configure the application's logging (the handler it added kept whatever stderr was
+at import time, and later log calls from anywhere wrote to it, or failed with "Logging error" once it
+was closed), so the import runs with a placeholder handler on the root logger.
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ import logging
 import types
 
 import numpy as np
-from lvis import LVIS, LVISEval, LVISResults
-from lvis import eval as _lvis_eval
+
+_placeholder = logging.NullHandler()
+logging.getLogger().addHandler(_placeholder)  # lvis's basicConfig acts only on a root logger without handlers
+try:
+    from lvis import LVIS, LVISEval, LVISResults
+    from lvis import eval as _lvis_eval
+finally:
+    logging.getLogger().removeHandler(_placeholder)
 
 
 class _NumpyWithFloat(types.ModuleType):
