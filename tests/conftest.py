@@ -42,6 +42,27 @@ def _torch_settings_restored():
     torch.set_grad_enabled(grad)
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """Handlers and levels a test's code installs on loggers are taken off after it: `ovdet train` run in
+    this process lets Hydra configure logging with handlers bound to that test's captured stdout/stderr,
+    and a later test's log call then failed on the closed stream ("--- Logging error ---")."""
+    import logging
+
+    manager = logging.Logger.manager
+    names = [None, *manager.loggerDict]
+    saved = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).level) for name in names}
+    yield
+    for name, (handlers, level) in saved.items():  # loggers first made during the test keep what their library set
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [h for h in logger.handlers if h in handlers or _is_pytest_handler(h)]
+        logger.setLevel(level)
+
+
+def _is_pytest_handler(handler) -> bool:
+    return type(handler).__module__.startswith("_pytest")
+
+
 @pytest.fixture
 def seeded():
     """torch, numpy and random seeded alike before the test, whatever ran before it (unseeded randn inputs)."""

@@ -42,7 +42,10 @@ def test_a_new_run_into_a_finished_run_is_refused_and_overwrite_true_trains_over
     assert "ckpt_path=last" in lines[0] and "hydra.run.dir" in lines[0] and "overwrite=true" in lines[0]
     assert snapshot(run_dir) == before  # .hydra/config.yaml included: refused before Hydra wrote it
 
+    stale = run_dir / "checkpoints" / "epoch_007.ckpt"  # as a longer earlier run would have left
+    stale.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
     assert run(tiny_clip_dir, data, run_dir, "overwrite=true") == 0
+    assert not stale.exists()  # a later ckpt_path=last can never pick up the earlier run's weights
     logged = steps_logged(metrics)
     assert len(logged) == len(set(logged)) and logged == steps_logged_of(before, tmp_path)  # a new log, not twice
 

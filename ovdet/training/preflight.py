@@ -70,6 +70,23 @@ def check_not_a_finished_run(run_dir: Path, checkpoint_dirs: list[str], model_di
         )
 
 
+def earlier_checkpoints(cfg: DictConfig) -> list[Path]:
+    """The checkpoints an earlier run left in this run's checkpoint folders."""
+    return [p for d in _checkpoint_dirs(cfg) if Path(d).is_dir() for p in sorted(Path(d).glob("*.ckpt"))]
+
+
+def clear_earlier_checkpoints(cfg: DictConfig) -> int:
+    """With `overwrite=true` and no `ckpt_path`: delete the earlier run's checkpoints, so a later
+    `ckpt_path=last` can never resume the old run's weights (the new run writes only the names it
+    reuses, and may be stopped before its first save). Returns how many were deleted."""
+    if not cfg.get("overwrite", False) or cfg.get("ckpt_path") is not None:
+        return 0
+    old = earlier_checkpoints(cfg)
+    for path in old:
+        path.unlink(missing_ok=True)
+    return len(old)
+
+
 def _checkpoint_dirs(cfg: DictConfig) -> list[str]:
     return _outputs(cfg, "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath")
 

@@ -19,7 +19,7 @@ from ovdet.training.export import ExportDetector, export_from_checkpoint
 from ovdet.training.quiet import quiet_third_party
 from ovdet.training.csv_log import ResumableCSVLogger
 from ovdet.training.messages import say
-from ovdet.training.preflight import check_run
+from ovdet.training.preflight import check_run, clear_earlier_checkpoints
 from ovdet.training.resume import CheckpointState, is_complete, resume_checkpoint
 from ovdet.training.run_lock import RunLock
 from ovdet.training.sigterm import CheckpointOnSigterm, stopped_error
@@ -40,6 +40,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolve_paths(cfg)
     with RunLock(run_folder(cfg)), quiet_third_party():
         check_run(cfg, run_folder(cfg))  # `ovdet train` ran it before Hydra wrote anything; callers of train() too
+        removed = clear_earlier_checkpoints(cfg)
+        if removed:
+            print(f"overwrite=true: removed {removed} checkpoint(s) of the earlier run in {run_folder(cfg)}")
         return _fit(cfg)
 
 
