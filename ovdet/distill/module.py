@@ -1,0 +1,106 @@
+"""The label-free dense-distillation stage (CLIPSelf) as a LightningModule: images in, no labels."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ovdet.distill.random_boxes import grid_boxes, random_grid_boxes_batch
+from ovdet.distill.region_embedding import crop_embeddings, dense_region_embeddings
+from ovdet.distill.region_tower import RegionTower
+from ovdet.errors import OvdetError
+from ovdet.training.schedule import optimizers_config
+
+
+class DenseDistillModule(L.LightningModule):
+    """Student tower's box-pooled dense embedding pulled toward a frozen teacher copy's embedding of the crop.
+
+    loss_distill = mean over boxes of 1 - cos(student region embedding, teacher crop embedding), on random
+    grid boxes (`random_grid_boxes`). The teacher is the tower as given, frozen and in eval mode for the whole
+    run, so the target never drifts. The student is the given tower itself: after `fit`, the `LoadedCLIP` it
+    came from holds the distilled weights.
+
+    Args:
+        tower: the region view of the tower to distil (`region_tower(load_clip(DIR))`).
+        optimizer: `_partial_` optimizer (e.g. AdamW), given the student's trainable parameters.
+        trainable_layers: how many of the tower's last stages (ResNet) or blocks (ViT) train; >= 1.
+        max_split: grids of m x n boxes per image, m, n in 1..max_split.
+        seed: seeds the box generator.
+        scheduler: optional `_partial_` schedule (`total_steps` filled in from the trainer).
+    Batch: {"pixel_values": [B, 3, S, S] normalised, optionally "image_hw": [B, 2] the un-padded image size
+    in input pixels (boxes stay inside it)}.
+    """
+
+    def __init__(
+        self,
+        tower: RegionTower,
+        optimizer: Callable,
+        trainable_layers: int = 1,
+        max_split: int = 4,
+        seed: int = 0,
+        scheduler: Callable | None = None,
+    ):
+        super().__init__()
+        if trainable_layers < 1:
+            raise OvdetError(f"trainable_layers={trainable_layers} would train nothing; use 1 or more")
+        if max_split < 1:
+            raise OvdetError(f"max_split={max_split}; use an integer >= 1 (CLIPSelf uses up to 6)")
+        self.teacher = copy.deepcopy(tower).requires_grad_(False).eval()
+        self.student = tower
+        self.student.set_trainable_layers(trainable_layers)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.max_split = max_split
+        self.generator = torch.Generator().manual_seed(seed)
+        self.save_hyperparameters(ignore=["tower", "optimizer", "scheduler"])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["box_generator"] = self.generator.get_state()  # a resumed run draws the boxes it would have
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "box_generator" in checkpoint:
+            self.generator.set_state(checkpoint["box_generator"])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the target: no dropout, whatever Lightning asks of the module
+        return self
+
+    def boxes(self, pixel_values: torch.Tensor, image_hw: torch.Tensor | None) -> list[torch.Tensor]:
+        """B tensors [K_i, 4] xyxy in input pixels, random grids over each image (or the whole input)."""
+        if image_hw is None:
+            side = pixel_values.shape[-1]
+            image_hw = torch.tensor([[side, side]] * pixel_values.shape[0])
+        boxes = random_grid_boxes_batch(image_hw.cpu(), self.max_split, self.generator)
+        return [b.to(pixel_values.device) for b in boxes]
+
+    def distill_loss(self, pixel_values: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Mean of 1 - cos(student dense region, teacher crop) over all boxes of the batch."""
+        with torch.no_grad():
+            target = crop_embeddings(self.teacher, pixel_values, boxes)  # [K, E]
+        regions = dense_region_embeddings(self.student, pixel_values, boxes)  # [K, E]
+        return (1.0 - F.cosine_similarity(regions, target.to(regions), dim=-1)).mean()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pixel_values = batch["pixel_values"]  # [B, 3, S, S]
+        loss = self.distill_loss(pixel_values, self.boxes(pixel_values, batch.get("image_hw")))
+        self.log("train/loss_distill", loss, prog_bar=True, batch_size=pixel_values.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """The same loss on each image's fixed 2 x 2 grid (no random draw, so epochs compare)."""
+        pixel_values = batch["pixel_values"]
+        side = float(pixel_values.shape[-1])
+        hw = batch.get("image_hw")
+        hw = hw.tolist() if hw is not None else [[side, side]] * pixel_values.shape[0]
+        boxes = [grid_boxes(float(h), float(w), 2, 2).to(pixel_values.device) for h, w in hw]
+        self.log("val/loss_distill", self.distill_loss(pixel_values, boxes), batch_size=pixel_values.shape[0])
+
+    def configure_optimizers(self):
+        params = self.student.trainable_parameters()
+        optimizer = self.optimizer_factory(params=params)
+        return optimizers_config(optimizer, self.scheduler_factory, self, "step")
+

@@ -1,0 +1,138 @@
+"""A vision tower seen as CLIPSelf / F-VLM see it: a dense map to pool boxes from, the tower's own pooling
+into the joint image-text space, and the tower's embedding of a whole (crop) image.
+
+One small interface, one class per tower family, so the distillation stage and the zero-shot measures never
+ask which family they hold. The wrapped modules are the loaded CLIP's own (not copies): training a
+`RegionTower` trains the `LoadedCLIP.model` it came from, which `save_clip` then writes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ovdet.errors import OvdetError
+from ovdet.towers.loaded_clip import LoadedCLIP
+from ovdet.towers.vision_resnet import CLIPResNetBackbone
+from ovdet.towers.vision_vit import CLIPVisionBackbone
+
+
+class RegionTower(nn.Module):
+    """Interface: `dense_map` -> RoIAlign (`roi_size`) -> `pool_regions` gives region embeddings [K, E];
+    `encode_crops` gives the tower's image embedding of crops [K, E]; `cell_embeddings` one per map cell.
+
+    Subclasses set `crop_size` (the resolution the tower was trained at, crops are resized to it) and
+    `roi_size` (RoIAlign output side that `pool_regions` takes).
+    """
+
+    crop_size: int
+    roi_size: int
+
+    def dense_map(self, pixel_values: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """[B, 3, S, S] normalised -> [B, C, h, w], the map boxes are RoI-aligned from."""
+        raise NotImplementedError
+
+    def pool_regions(self, rois: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """[K, C, r, r] RoI-aligned features -> [K, E] joint-space embeddings (not normalised)."""
+        raise NotImplementedError
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """[K, 3, c, c] normalised crops -> [K, E], the tower's own image embedding (not normalised)."""
+        raise NotImplementedError
+
+    def cell_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """[B, 3, S, S] -> [B, E, h, w]: each cell alone in the joint space (the one-pass dense path)."""
+        raise NotImplementedError
+
+    def set_trainable_layers(self, n: int) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The tower's own weights that train (never the backbone's detection-only `merge_norm`)."""
+        return [p for p in self.backbone.vision.parameters() if p.requires_grad]
+
+
+class ResNetRegionTower(RegionTower):
+    """A CLIP ResNet: layer4 map, RoIAlign to the attention pool's own grid, then CLIP's attention pool (F-VLM).
+
+    At the tower's training resolution a box over the whole input samples every cell at its centre, so its
+    region embedding is CLIP's image embedding itself. Cells alone go through the pool's value and output
+    projections (MaskCLIP), what the pooled embedding is a weighted sum of.
+    """
+
+    def __init__(self, backbone: CLIPResNetBackbone):
+        super().__init__()
+        self.backbone = backbone
+        pos = backbone.vision.attnpool.positional_embedding  # [1+g*g, C]
+        self.roi_size = round((pos.shape[0] - 1) ** 0.5)
+        self.crop_size = backbone.crop_size
+
+    def dense_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.backbone.feature_map(pixel_values)  # [B, C, S/32, S/32]
+
+    def pool_regions(self, rois: torch.Tensor) -> torch.Tensor:
+        return self.backbone.global_embedding(rois)  # [K, E]; rois at the pool's own grid, no interpolation
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_crops(crops)  # [K, E]
+
+    def cell_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pool = self.backbone.vision.attnpool
+        fmap = self.dense_map(pixel_values)  # [B, C, h, w]
+        cells = pool.c_proj(pool.v_proj(fmap.permute(0, 2, 3, 1)))  # [B, h, w, E]
+        return cells.permute(0, 3, 1, 2)  # [B, E, h, w]
+
+    def set_trainable_layers(self, n: int) -> None:
+        """The last `n` ResNet stages and the attention pool train; BatchNorm statistics stay frozen."""
+        self.backbone.set_trainable_layers(n)
+
+
+class ViTRegionTower(RegionTower):
+    """A CLIP ViT (transformers layout: CLIP, OpenCLIP converted, OWL): every patch token through the tower's
+    final LayerNorm and visual projection, then RoIAlign to 1x1 (CLIPSelf's `encode_dense` + `roi_align`).
+
+    CLIPSelf projects each token before pooling; the class token, which makes the image embedding, is left
+    out, so a whole-image box is not the image embedding until the stage has taught the tokens to agree.
+    """
+
+    roi_size = 1
+
+    def __init__(self, backbone: CLIPVisionBackbone, projection: nn.Linear):
+        super().__init__()
+        self.backbone = backbone
+        self.projection = projection.requires_grad_(False)
+        self.crop_size = backbone.default_image_size
+
+    def dense_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens = self.backbone.patch_tokens(pixel_values)[:, 1:]  # [B, h*w, D] after the final LayerNorm
+        h, w = self.backbone.grid_size(pixel_values.shape[-1])
+        joint = self.projection(tokens)  # [B, h*w, E]
+        return joint.transpose(1, 2).reshape(joint.shape[0], -1, h, w)  # [B, E, h, w]
+
+    def pool_regions(self, rois: torch.Tensor) -> torch.Tensor:
+        return rois.flatten(1)  # [K, E, 1, 1] -> [K, E]
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        out = self.backbone.vision(pixel_values=crops, interpolate_pos_encoding=True)
+        return self.projection(out.pooler_output)  # [K, E]: final LayerNorm on the class token, then projection
+
+    def cell_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.dense_map(pixel_values)  # [B, E, h, w]
+
+    def set_trainable_layers(self, n: int) -> None:
+        """The last `n` encoder blocks and the final LayerNorm train; the projection stays (the text side's space)."""
+        self.backbone.set_trainable_layers(n)
+
+
+def region_tower(clip: LoadedCLIP) -> RegionTower:
+    """The region view of a loaded CLIP's vision tower (ResNet or transformers-layout ViT)."""
+    backbone = clip.backbone
+    if isinstance(backbone, CLIPResNetBackbone):
+        return ResNetRegionTower(backbone)
+    projection = getattr(clip.model, "visual_projection", None)
+    if isinstance(backbone, CLIPVisionBackbone) and isinstance(projection, nn.Linear):
+        return ViTRegionTower(backbone, projection)
+    raise OvdetError(
+        f"'{clip.reference}' ({clip.format}, {type(backbone).__name__}) has no region pooling yet; "
+        "use a CLIP ResNet (open_clip) or a CLIP/OpenCLIP/OWL ViT"
+    )
