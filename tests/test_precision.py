@@ -178,8 +178,11 @@ def test_int8_resnet_quantises_the_convolutions_and_keeps_the_detections(embedde
     assert (best(fast) - best(plain)).abs().max() < 0.05
     tol = 0.03
     assert len(ref) > 0
-    # Every fp32 detection is found again (one within `tol` of the threshold may drop below it) ...
-    lost = unmatched(ref, got, iou=0.9, score_tol=tol)
+    # Every fp32 detection is found again, as the same object (IoU >= 0.5, what AP50 counts as a hit; one
+    # within `tol` of the threshold may drop below it) ... The big outlined circle draws several partial
+    # boxes, and which of them NMS keeps follows the rounding: under AVX2 with 2 threads int8 kept one box
+    # (0.673) where fp32 kept two (0.684, 0.676), IoU 0.63 and 0.58 with it; elsewhere IoU >= 0.975.
+    lost = unmatched(ref, got, iou=0.5, score_tol=tol)
     assert [d for d in lost if d.score >= embedded.threshold + tol] == [], (lost, got)
     # ... and int8 finds no new object: an extra box may only overlap an object fp32 found (under AVX2 a
     # second, partial star box at 0.64, IoU 0.50 with the first, falls just inside NMS's 0.5).
