@@ -16,6 +16,8 @@ from ovdet.training.csv_log import ExperimentWriter, check_metrics_file
 
 CSV_LOGGER = "ovdet.training.csv_log.ResumableCSVLogger"
 EXPORT = "ovdet.training.export.ExportDetector"
+EXPORT_TOWER = "ovdet.distill.export_tower.ExportTower"
+IMAGE_FOLDER_DATA = "ovdet.distill.image_folder_data.ImageFolderDataModule"
 
 
 def check_run(cfg: DictConfig, run_dir: str | Path | None) -> None:
@@ -28,18 +30,35 @@ def check_run(cfg: DictConfig, run_dir: str | Path | None) -> None:
         OvdetError: one line naming the value or file and the fix.
     """
     check_trainer_limits(cfg.get("trainer"))
+    check_distill_images(cfg.get("data"))
     if run_dir is None:
         return
     run_dir = Path(run_dir)
     overwrite = bool(cfg.get("overwrite", False))
     if cfg.get("ckpt_path") is None and not overwrite:
-        check_not_a_finished_run(run_dir, _checkpoint_dirs(cfg), _outputs(cfg, EXPORT, "dirpath"))
+        model_dirs = _outputs(cfg, EXPORT, "dirpath") + _outputs(cfg, EXPORT_TOWER, "dirpath")
+        check_not_a_finished_run(run_dir, _checkpoint_dirs(cfg), model_dirs)
     for log_dir in _csv_log_dirs(cfg):
         check_metrics_file(Path(log_dir) / ExperimentWriter.NAME_METRICS_FILE, overwrite)
     from ovdet.models.model_folder import check_model_target
 
     for folder in _outputs(cfg, EXPORT, "dirpath"):
         check_model_target(Path(folder))
+    if _outputs(cfg, EXPORT_TOWER, "dirpath"):
+        from ovdet.distill.export_tower import check_tower_target
+
+        for folder in _outputs(cfg, EXPORT_TOWER, "dirpath"):
+            check_tower_target(Path(folder))
+
+
+def check_distill_images(data: DictConfig | None) -> None:
+    """The dense-distillation stage's `data.images`: a folder holding images, checked before any model loads."""
+    if isinstance(data, DictConfig) and OmegaConf.select(data, "_target_") == IMAGE_FOLDER_DATA:
+        images = data.get("images")
+        if images is not None:
+            from ovdet.distill.image_folder_data import check_image_folder
+
+            check_image_folder(str(images))
 
 
 def check_trainer_limits(trainer: DictConfig | None) -> None:

@@ -12,6 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ovdet.distill.export_tower import MARKER as TOWER_MARKER
+from ovdet.distill.export_tower import ExportTower
 from ovdet.training.checkpoint import unsafe_checkpoint_error
 from ovdet.training.checkpoint_io import use_atomic_checkpoints
 from ovdet.training.config_paths import register_resolvers, resolve_paths
@@ -119,12 +121,15 @@ def finish_complete_run(start: CheckpointState, trainer: L.Trainer) -> None:
 
 
 def report_outputs(trainer: L.Trainer) -> None:
-    """Say where the run's model folder, logs and checkpoints are (main process only)."""
+    """Say where the run's model folder (or distilled tower folder), logs and checkpoints are (main process only)."""
     if not trainer.is_global_zero:
         return
     for export in (c for c in trainer.callbacks if isinstance(c, ExportDetector)):
         if (export.dirpath / "config.json").is_file():
             say(f"model folder: {export.dirpath}  (ovdet detect IMAGE -q TEXT --model {export.dirpath})")
+    for export in (c for c in trainer.callbacks if isinstance(c, ExportTower)):
+        if (export.dirpath / TOWER_MARKER).is_file():
+            say(f"tower folder: {export.dirpath}  (ovdet train experiment=... model.clip={export.dirpath})")
     for logger in trainer.loggers:
         log_dir = getattr(logger, "log_dir", None)
         if log_dir and Path(log_dir).is_dir():

@@ -1,0 +1,52 @@
+"""The dense-distillation stage as `ovdet train` builds it: `cfg.model` -> `DistillTower`, `cfg.module` -> module.
+
+`ovdet.training.run._fit` builds `cfg.model` first (its `image_size` and `backbone.image_mean/std` set the
+data pipeline), then `cfg.module` with `detector=` that object. For this stage the "detector" is the CLIP
+itself, seen as a region tower; `distill_module` turns it into a `DenseDistillModule` that remembers the
+`LoadedCLIP` so `ExportTower` can write the distilled tower when training ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ovdet.distill.module import DenseDistillModule
+from ovdet.distill.region_tower import RegionTower, region_tower
+from ovdet.errors import OvdetError
+from ovdet.towers.loaded_clip import LoadedCLIP
+from ovdet.towers.loader import load_clip
+
+
+class DistillTower:
+    """A CLIP folder (or hub id) loaded for distillation: what `_fit` asks of a model, plus the region tower.
+
+    Args:
+        clip: the CLIP to distil (any folder `load_clip` takes: open_clip ResNet, CLIP/OpenCLIP/SigLIP/OWL ViT).
+        image_size: side of the square training input (the region grid is image_size / stride).
+    """
+
+    def __init__(self, clip: str, image_size: int):
+        if not isinstance(image_size, int) or image_size < 1:
+            raise OvdetError(f"model.image_size={image_size!r}; give the input side in pixels, e.g. 256")
+        self.source = str(clip)
+        self.image_size = image_size
+        self.clip: LoadedCLIP = load_clip(clip)
+        self.backbone = self.clip.backbone  # image_mean / image_std for the datamodule
+        self.tower: RegionTower = region_tower(self.clip)
+
+
+def distill_module(
+    detector: DistillTower,
+    optimizer: Callable,
+    trainable_layers: int = 1,
+    max_split: int = 4,
+    seed: int = 0,
+    scheduler: Callable | None = None,
+) -> DenseDistillModule:
+    """`DenseDistillModule` on the tower of `detector` (named so by `_fit`), which keeps the `LoadedCLIP` to save."""
+    module = DenseDistillModule(detector.tower, optimizer, trainable_layers=trainable_layers, max_split=max_split,
+                                seed=seed, scheduler=scheduler)
+    module.loaded_clip = detector.clip  # not an nn.Module: the student's weights are the clip's own modules
+    module.clip_source = str(Path(detector.source))
+    return module
