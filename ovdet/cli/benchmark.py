@@ -121,15 +121,14 @@ def _check(settings) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovdet.benchmark.report import markdown, print_table, write_markdown
 
-    from ovdet import file_mark
-    from ovdet.safe_write import atomic_write_text
+    from ovdet.inference.results_file import write_object
 
     check_args(args)
     if args.from_json is not None:
         doc = json.loads(args.from_json.read_text())
     else:
         doc = _measure(args)
-        atomic_write_text(args.out, json.dumps(file_mark.marked(doc), indent=1))
+        write_object(doc, args.out, indent=1)
         print(f"wrote {args.out}")
     print_table(doc)
     if args.markdown is not None:

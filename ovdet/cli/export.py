@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ovdet import file_mark
 from ovdet.cli import options
 from ovdet.errors import OvdetError
 
@@ -74,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_check:
         info["check"] = _check(detector, args, embeds, rescore, reference)
     sidecar = args.out.with_suffix(".json")
-    from ovdet.safe_write import atomic_write_text
+    from ovdet.inference.results_file import write_object
 
-    atomic_write_text(sidecar, json.dumps(file_mark.marked(info), indent=2))
+    write_object(info, sidecar)
     print(f"wrote {args.out} and {sidecar}")
     return 0
 

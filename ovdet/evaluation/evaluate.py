@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ovdet import file_mark
 from ovdet.data.coco_validation import check_eval_json
 from ovdet.errors import OvdetWarning
 from ovdet.evaluation.coco_ov import run_coco_ov
 from ovdet.evaluation.predictions import load_json
 from ovdet.evaluation.result import EvalResult
 from ovdet.evaluation.splits import Split, load_split
-from ovdet.safe_write import atomic_write_text, check_output_path
+from ovdet.safe_write import check_output_path
 
 PROTOCOLS = ("auto", "coco", "lvis")
 EVAL_MAX_DETS = {"coco": 100, "lvis": 300}  # COCOeval: per image and category; LVIS: per image
@@ -141,7 +139,7 @@ def predict_images(
     Every file carries ovdet's mark; one that exists without it is refused before any work unless `overwrite`.
     options: see `ovdet.inference.predict_coco`. Returns the records (None off rank 0).
     """
-    from ovdet.inference import images_from_folder, meta_path, per_image_json, write_list, write_results
+    from ovdet.inference import images_from_folder, meta_path, per_image_json, write_list, write_object, write_results
 
     path = Path(predictions)
     sidecars = [path.with_name(f"{path.stem}.{kind}.json") for kind in ("images", "per_image")]
@@ -154,7 +152,7 @@ def predict_images(
     if dets is None:
         return None
     path = write_results(dets, predictions, {**meta, "images": str(images)})
-    atomic_write_text(sidecars[0], json.dumps(file_mark.marked({"images": entries, "categories": cats})))
+    write_object({"images": entries, "categories": cats}, sidecars[0], indent=None)
     write_list(per_image_json(dets, entries, cats), sidecars[1])
     return dets
 
@@ -231,7 +229,9 @@ def _check_outputs(annotations, written_predictions, out, report, inputs=(), ove
 
 def _write_outputs(result: EvalResult, out, report) -> None:
     if out is not None:
-        atomic_write_text(out, json.dumps(file_mark.marked(result.metrics), indent=2))
+        from ovdet.inference.results_file import write_object
+
+        write_object(result.metrics, out)
     if report is not None:
         from ovdet.evaluation.report import write_report
 

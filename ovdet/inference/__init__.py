@@ -18,6 +18,7 @@ _EXPORTS = {
     "meta_path": "results_file",
     "read_meta": "results_file",
     "write_list": "results_file",
+    "write_object": "results_file",
     "write_results": "results_file",
 }
 

@@ -31,6 +31,11 @@ def write_list(records: list, path: str | Path, meta: dict | None = None, indent
     return path
 
 
+def write_object(obj: dict, path: str | Path, indent: int | None = 2) -> Path:
+    """Write a JSON object with ovdet's mark (`written_by`), atomically."""
+    return atomic_write_text(path, json.dumps(file_mark.marked(obj), indent=indent))
+
+
 def write_results(records: list[dict], path: str | Path, meta: dict | None = None) -> Path:
     """Write the COCO results list and its sidecar (what produced it, and ovdet's mark)."""
     return write_list(records, path, meta)

@@ -10,7 +10,6 @@ name must stay inside the folder. Every problem is one `ModelNotAvailableError`.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import re
