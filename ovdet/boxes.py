@@ -47,3 +47,15 @@ def corner_box_bias(grid_h: int, grid_w: int) -> torch.Tensor:
     sizes = torch.tensor([1.0 / grid_w, 1.0 / grid_h]).expand_as(corners)  # [h*w, 2]
     both = torch.cat([corners, sizes], dim=-1)  # [h*w, 4]
     return torch.log(both + 1e-4) - torch.log1p(-both + 1e-4)
+
+
+def square_context(boxes_xyxy: torch.Tensor, context: float) -> torch.Tensor:
+    """[..., 4] xyxy -> [..., 4] xyxy squares around the same centres, of side (1 + 2 * context) x the long side.
+
+    How a CLIP saw objects (with a margin, never stretched): the crop re-scorer, the distillation target
+    and the region pooling all cut this square. It may leave the image; RoIAlign reads zeros there, the
+    normalised mean colour the input is padded with.
+    """
+    centre = (boxes_xyxy[..., :2] + boxes_xyxy[..., 2:]) / 2  # [..., 2]
+    half = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]).amax(-1, keepdim=True) * (0.5 + context)  # [..., 1]
+    return torch.cat([centre - half, centre + half], dim=-1)  # [..., 4]

@@ -29,7 +29,8 @@ def data(tmp_path_factory):
 def compose_train(clip, out, data, *overrides):
     json_path, images = data
     # The tiny CLIP is a ViT: no crop encoder and a fixed grid, so ShapeWorld's ResNet options are off.
-    tiny = [f"model.clip={clip}", "model.image_size=64", "++model.rescore=null", "++model.feature_stride=null",
+    tiny = [f"model.clip={clip}", "model.image_size=64", "++model.rescore=null", "++model.region_scoring=null",
+            "++model.feature_stride=null",
             f"paths.output_dir={out}",
             f"data.train_json={json_path}", f"data.train_images={images}",
             f"data.val_json={json_path}", f"data.val_images={images}"]

@@ -66,12 +66,13 @@ def _scenes(n: int, size: int = INPUT, first_seed: int = 0):
 
 
 def test_resnet_whole_image_box_is_clips_own_image_embedding(resnet_dir, one_thread):
-    # At the training resolution the layer4 map is the attention pool's own grid (2 x 2 here); RoIAlign of
-    # the whole-input box to that grid samples each cell at its centre, so F-VLM pooling gives back exactly
-    # CLIP's image embedding, and the crop of the whole input is the input itself.
+    # At the training resolution the layer3 map is twice the attention pool's grid (4 x 4 here); RoIAlign of
+    # the whole-input box to that grid samples each cell at its centre, so the C4 pooling (layer4 and the
+    # attention pool on the box) gives back exactly CLIP's image embedding, and the crop of the whole input
+    # is the input itself.
     clip = load_clip(resnet_dir)
     tower = region_tower(clip)
-    assert isinstance(tower, ResNetRegionTower) and tower.roi_size == 2 and tower.crop_size == INPUT
+    assert isinstance(tower, ResNetRegionTower) and tower.roi_size == 4 and tower.crop_size == INPUT
     x = torch.randn(2, 3, INPUT, INPUT)
     whole = [torch.tensor([[0.0, 0.0, INPUT, INPUT]])] * 2
     with torch.no_grad():

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default model (ovdet/assets/default_model) end to end from fixed seeds:
 #   1. pretrain ShapeWorld's CLIP from scratch (contrastive, captions + crops; novel shapes included)
-#   2. generate ShapeWorld detection data: train json with base boxes only, held-out validation (all boxes)
-#   3. train the detection head on base shapes (frozen CLIP)
-#   4. evaluate on the held-out seed with all 16 names in the vocabulary (AP50 novel / base / all),
-#      scoring/template ablations and AP per colour phrase
-#   5. export the detector in fp16 into ovdet/assets/default_model
+#   2. generate ShapeWorld data: train json with base boxes only, a held-out validation set (seed 1000,
+#      all boxes) and a tuning set (seed 2000, all boxes) that every choice is made on
+#   3. train a first detection head on base shapes (frozen CLIP): its class-agnostic proposals are the
+#      boxes of the next stage
+#   4. dense distillation (label-free, experiment=dense_distill): the tower's box-pooled features learn
+#      its own embedding of each proposal's context crop -> a distilled tower
+#   5. train the detection head on base shapes on the distilled tower (one-pass region scoring)
+#   6. tune region scoring (weights, threshold) on the tuning set; evaluate on the held-out seed with all
+#      16 names (AP50 novel / base / all), scoring ablations, dense zero-shot accuracy before / after
+#   7. export the detector in fp16 into ovdet/assets/default_model, with the tuned scoring
 # Usage: make embedded-model   (or: BIN=.venv/bin WORK=artifacts/embedded bash tools/build_embedded_model.sh)
 # Each stage is skipped when its output exists, so a failed run resumes where it stopped.
 set -euo pipefail
@@ -13,41 +18,81 @@ BIN=${BIN:-.venv/bin}
 WORK=${WORK:-artifacts/embedded}
 TRAIN_IMAGES=${TRAIN_IMAGES:-8000}
 VAL_IMAGES=${VAL_IMAGES:-500}
+TUNE_IMAGES=${TUNE_IMAGES:-300}
 DET_EPOCHS=${DET_EPOCHS:-3}
+DISTILL_SCENES=${DISTILL_SCENES:-4096}
+DISTILL_EPOCHS=${DISTILL_EPOCHS:-2}
 RESULTS=${RESULTS:-docs/results/shapeworld}
 MODEL_OUT=${MODEL_OUT:-ovdet/assets/default_model}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 start=$(date +%s)
 stage() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
+DATA="$WORK/data/shapeworld"
+FIRST="$WORK/runs/detector/detector"
+TOWER="$WORK/runs/distill/tower"
+MODEL="$WORK/runs/detector_distilled/detector"
 
-stage "1/5 pretrain the ShapeWorld CLIP -> $WORK/clip"
+stage "1/7 pretrain the ShapeWorld CLIP -> $WORK/clip"
 if [ ! -f "$WORK/clip/open_clip_config.json" ]; then
   "$BIN/python" tools/pretrain_clip.py experiment=shapeworld_clip out_dir="$WORK/clip" hydra.run.dir="$WORK/runs/clip"
 fi
 
-stage "2/5 ShapeWorld detection data -> $WORK/data/shapeworld"
-if [ ! -f "$WORK/data/shapeworld/val/instances.json" ]; then
-  "$BIN/ovdet" shapeworld --out "$WORK/data/shapeworld/val" --num-images "$VAL_IMAGES" --seed 1000 --quiet
+stage "2/7 ShapeWorld detection data -> $DATA"
+if [ ! -f "$DATA/val/instances.json" ]; then
+  "$BIN/ovdet" shapeworld --out "$DATA/val" --num-images "$VAL_IMAGES" --seed 1000 --quiet
 fi
-if [ ! -f "$WORK/data/shapeworld/train/instances.json" ]; then
-  "$BIN/ovdet" shapeworld --out "$WORK/data/shapeworld/train" --num-images "$TRAIN_IMAGES" --seed 0 --annotate base --workers 2 --quiet
+if [ ! -f "$DATA/tune/instances.json" ]; then
+  "$BIN/ovdet" shapeworld --out "$DATA/tune" --num-images "$TUNE_IMAGES" --seed 2000 --quiet
+fi
+if [ ! -f "$DATA/train/instances.json" ]; then
+  "$BIN/ovdet" shapeworld --out "$DATA/train" --num-images "$TRAIN_IMAGES" --seed 0 --annotate base --workers 2 --quiet
 fi
 
-stage "3/5 train the detection head on base shapes -> $WORK/runs/detector/detector"
-if [ ! -f "$WORK/runs/detector/detector/config.json" ]; then
+stage "3/7 first detection head on base shapes (its proposals feed the distillation) -> $FIRST"
+if [ ! -f "$FIRST/config.json" ]; then
   OVDET_SHAPEWORLD_CLIP="$WORK/clip" "$BIN/ovdet" train experiment=shapeworld_ovd \
     paths.data_dir="$WORK/data" hydra.run.dir="$WORK/runs/detector" trainer.max_epochs="$DET_EPOCHS"
 fi
 
-stage "4/5 evaluate on the held-out seed (all 16 names; head alone vs CLIP crop re-scoring) -> $RESULTS"
-"$BIN/ovdet" eval --model "$WORK/runs/detector/detector" --annotations "$WORK/data/shapeworld/val/instances.json" \
-  --images "$WORK/data/shapeworld/val/images" --out "$RESULTS/metrics.json" --predictions "$WORK/val_predictions.json" \
-  --report "$RESULTS"
-"$BIN/python" tools/shapeworld_ablations.py "$WORK/runs/detector/detector" "$WORK/data/shapeworld/val" --out "$RESULTS/ablations.json"
-"$BIN/python" tools/attribute_ap.py "$WORK/runs/detector/detector" "$WORK/data/shapeworld/val" --out "$RESULTS/attributes.json"
+stage "4/7 dense distillation on the first head's proposals (no labels) -> $TOWER"
+if [ ! -f "$TOWER/ovdet_tower.json" ]; then
+  "$BIN/ovdet" train experiment=dense_distill model.clip="$WORK/clip" module.proposals="$FIRST" \
+    module.proposal_threshold=0.1 module.max_proposals=12 data.num_scenes="$DISTILL_SCENES" \
+    trainer.max_epochs="$DISTILL_EPOCHS" hydra.run.dir="$WORK/runs/distill"
+fi
 
-stage "5/5 export fp16 -> $MODEL_OUT"
-"$BIN/python" - "$WORK/runs/detector/detector" "$MODEL_OUT" <<'PY'
+stage "5/7 detection head on base shapes on the distilled tower -> $MODEL"
+if [ ! -f "$MODEL/config.json" ]; then
+  OVDET_SHAPEWORLD_CLIP="$TOWER" "$BIN/ovdet" train experiment=shapeworld_ovd \
+    paths.data_dir="$WORK/data" hydra.run.dir="$WORK/runs/detector_distilled" trainer.max_epochs="$DET_EPOCHS"
+fi
+
+stage "6/7 tune on seed 2000; evaluate on the held-out seed 1000 (all 16 names) -> $RESULTS"
+if [ ! -f "$WORK/tuning.json" ]; then
+  "$BIN/python" tools/tune_region_scoring.py "$MODEL" "$DATA/tune" --out "$WORK/tuning.json"
+fi
+"$BIN/python" - "$MODEL" "$WORK/tuning.json" "$WORK/tuned" <<'PY'
+import json, sys
+from ovdet.models.detector import Detector
+model, tuning, out = sys.argv[1:]
+chosen = json.load(open(tuning))
+detector = Detector.from_pretrained(model)
+detector.set_region_scoring(chosen["region_scoring"])
+detector.settings.threshold = chosen["threshold"]
+detector.save_pretrained(out)
+PY
+"$BIN/ovdet" eval --model "$WORK/tuned" --annotations "$DATA/val/instances.json" \
+  --images "$DATA/val/images" --out "$RESULTS/metrics.json" --predictions "$WORK/val_predictions.json" \
+  --report "$RESULTS" --overwrite
+"$BIN/python" tools/shapeworld_ablations.py "$WORK/tuned" "$DATA/val" --old-model "$FIRST" --out "$RESULTS/ablations.json" --overwrite
+"$BIN/python" tools/attribute_ap.py "$WORK/tuned" "$DATA/val" --out "$RESULTS/attributes.json"
+for tower in "$WORK/clip" "$TOWER"; do
+  OMP_NUM_THREADS=1 "$BIN/python" tools/dense_zero_shot.py --clip "$tower" --scenes 120 --seed 1000 --no-progress \
+    --out "$RESULTS/dense_zero_shot_$(basename "$tower").json" --overwrite
+done
+
+stage "7/7 export fp16 -> $MODEL_OUT"
+"$BIN/python" - "$WORK/tuned" "$MODEL_OUT" <<'PY'
 import sys, torch
 from ovdet.models.detector import Detector
 Detector.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], dtype=torch.float16)

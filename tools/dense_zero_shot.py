@@ -6,13 +6,16 @@
 Every ground-truth box is named by the nearest of all 16 ShapeWorld shape names (text embeddings averaged
 over the templates), four ways, through `ovdet.distill`:
   - centre cell: the one dense cell under the box centre, alone in the joint space (one pass);
-  - box-pooled: the dense map RoI-aligned over the box through the tower's own pooling (one pass, F-VLM);
+  - box-pooled: the dense map RoI-aligned over the box through the tower's own pooling (one pass; a ResNet:
+    layer3 RoI-aligned, then layer4 and the attention pool, `ovdet.distill.region_tower`);
+  - square box-pooled: the same over the square of `--square-margin` x the box's long side (what the
+    dense-distillation stage trains and one-pass region scoring reads, `region_scoring.context`);
   - crop: the same tower's embedding of the box cut out and stretched to the tower's resolution (CLIPSelf's
     crop, the target the dense-distillation stage teaches; one pass per box);
   - square_crop: the same, of a square of `--square-margin` x the box's long side around its centre (the
     crops ShapeWorld's CLIP was trained on, so its naming ceiling).
-Each for base and novel shapes and all; plus the mean cosine between box-pooled and crop embeddings,
-what the dense-distillation stage (`ovdet train experiment=dense_distill`) pulls towards 1.
+Each for base and novel shapes and all; plus the mean cosine between square box-pooled and square crop
+embeddings, what the dense-distillation stage (`ovdet train experiment=dense_distill`) pulls towards 1.
 Scenes from `--scenes N --seed S` are the images of `ovdet shapeworld --num-images N --seed S`.
 """
 
@@ -30,7 +33,7 @@ from PIL import Image
 from ovdet.errors import OvdetError
 
 SPLITS = ("base", "novel", "all")
-MEASURES = ("centre_cell", "box_pooled", "crop", "square_crop")
+MEASURES = ("centre_cell", "box_pooled", "square_pooled", "crop", "square_crop")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--templates", default="clip7", help="prompt template set (default clip7)")
     parser.add_argument("--image-size", type=int, default=256,
                         help="square input side; default 256, what the embedded ShapeWorld model detects at")
-    parser.add_argument("--square-margin", type=float, default=1.1,
-                        help="side of the square crop over the box's long side (default 1.1)")
+    parser.add_argument("--square-margin", type=float, default=1.4,
+                        help="side of the square (pooled and cropped) over the box's long side (default 1.4, the "
+                             "stage's and region scoring's context 0.2)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per tower pass (default 8)")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON (marked as ovdet's)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that ovdet did not write")
@@ -116,11 +120,10 @@ def _scene_samples(num_scenes: int, seed: int) -> Iterator[tuple[Image.Image, li
 
 
 def square_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
-    """[K, 4] xyxy -> [K, 4] xyxy squares of side margin x the long side, same centres (may leave the image:
-    RoIAlign reads zeros there, the normalised mean colour the input is padded with)."""
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
-    half = (boxes[:, 2:] - boxes[:, :2]).amax(-1, keepdim=True) * margin / 2  # [K, 1]
-    return torch.cat([centre - half, centre + half], dim=-1)  # [K, 4]
+    """[K, 4] xyxy -> [K, 4] xyxy squares of side margin x the long side, same centres (`square_context`)."""
+    from ovdet.boxes import square_context
+
+    return square_context(boxes, (margin - 1.0) / 2)
 
 
 def _batches(samples, size: int) -> Iterator[list]:
@@ -168,15 +171,17 @@ def measure(args: argparse.Namespace) -> dict:
         scales = [args.image_size / max(image.size) for image, _, _ in batch]
         boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) * s for (_, b, _), s in zip(batch, scales)]
         ids = torch.tensor([names.index(n) for _, _, shapes in batch for n in shapes])  # [K]
+        squares = [square_boxes(b, args.square_margin) for b in boxes]
         embeds = {
             "centre_cell": centre_cell_embeddings(tower, pixels, boxes),  # [K, E]
             "box_pooled": dense_region_embeddings(tower, pixels, boxes),  # [K, E]
+            "square_pooled": dense_region_embeddings(tower, pixels, squares),  # [K, E]
             "crop": crop_embeddings(tower, pixels, boxes),  # [K, E]
-            "square_crop": crop_embeddings(tower, pixels, [square_boxes(b, args.square_margin) for b in boxes]),
+            "square_crop": crop_embeddings(tower, pixels, squares),  # [K, E]
         }
         for m in MEASURES:
             right[m].append(classify(embeds[m], text.to(embeds[m])).cpu() == ids)  # [K]
-        cosines.append((embeds["box_pooled"] * embeds["crop"]).sum(-1).cpu())  # [K]
+        cosines.append((embeds["square_pooled"] * embeds["square_crop"]).sum(-1).cpu())  # [K]
         labels.append(ids)
     if not labels:
         raise OvdetError("no ground-truth boxes found; name a ShapeWorld set with annotated objects")
@@ -207,7 +212,7 @@ def table(result: dict) -> str:
     for m in MEASURES:
         cells = ["-" if result[m][s] is None else f"{100 * result[m][s]:.1f}" for s in SPLITS]
         lines.append(f"{m:<14}" + "".join(f"{c:>14}" for c in cells))
-    lines.append(f"mean cosine box-pooled vs crop: {result['pooled_crop_cosine']:.3f}")
+    lines.append(f"mean cosine square box-pooled vs square crop: {result['pooled_crop_cosine']:.3f}")
     return "\n".join(lines)
 
 

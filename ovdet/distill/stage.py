@@ -43,10 +43,22 @@ def distill_module(
     max_split: int = 4,
     seed: int = 0,
     scheduler: Callable | None = None,
+    context: float = 0.0,
+    proposals: str | None = None,
+    proposal_threshold: float = 0.3,
+    max_proposals: int = 8,
 ) -> DenseDistillModule:
-    """`DenseDistillModule` on the tower of `detector` (named so by `_fit`), which keeps the `LoadedCLIP` to save."""
+    """`DenseDistillModule` on the tower of `detector` (named so by `_fit`), which keeps the `LoadedCLIP` to save.
+    `proposals`: a detector folder whose class-agnostic boxes the stage distils on (`DetectorProposals`)."""
+    proposer = None
+    if proposals is not None:
+        from ovdet.distill.proposal_boxes import DetectorProposals
+
+        backbone = detector.backbone
+        proposer = DetectorProposals(str(proposals), detector.image_size, backbone.image_mean, backbone.image_std,
+                                     proposal_threshold, max_proposals)
     module = DenseDistillModule(detector.tower, optimizer, trainable_layers=trainable_layers, max_split=max_split,
-                                seed=seed, scheduler=scheduler)
+                                seed=seed, scheduler=scheduler, context=context, proposals=proposer)
     module.loaded_clip = detector.clip  # not an nn.Module: the student's weights are the clip's own modules
     module.clip_source = str(Path(detector.source))
     return module

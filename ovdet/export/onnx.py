@@ -59,13 +59,13 @@ class ExportableDetector(nn.Module):
 
 
 def reference_embeds(detector, names: list[str] | None = None, templates=None) -> torch.Tensor | None:
-    """The crop re-scorer's reference names embedded, [R, E], as `predict` would use them: those not
-    among `names` (the baked vocabulary); with no names, all of them (an embedded vocabulary that repeats a
-    reference name drops it by embedding, see CropRescorer). None without re-scoring or reference names."""
-    if detector.rescorer is None:
+    """The re-scorer's reference names embedded, [R, E], as `predict` uses them: all of them (a baked
+    vocabulary that repeats a reference name drops it by embedding and weighs it as a base name, see
+    CropRescorer). `names` is kept for callers that pass the baked vocabulary. None without re-scoring or
+    reference names."""
+    if detector.rescorer is None or not detector.rescorer.reference:
         return None
-    competing = detector.rescorer.competitors(list(names or []))
-    return detector.encode_queries(competing, templates) if competing else None
+    return detector.encode_queries(detector.rescorer.reference, templates)
 
 
 def export_onnx(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_convert, roi_align
 
+from ovdet.boxes import square_context
 from ovdet.models.head import MASKED_LOGIT
 
 DUPLICATE_COSINE = 0.9999  # a reference embedding this close to a query's is that query
@@ -22,12 +23,15 @@ class CropRescorer:
 
     Args:
         topk: regions per image (by objectness) whose crops are encoded; the others get no score.
-        weight: w, the share of the CLIP crop probability in the geometric mean.
+        weight: w, the share of the CLIP crop probability in the geometric mean, for the reference names
+            (the names the head was trained on: F-VLM's base classes).
         context: fraction of the box size added on every side (CLIP saw objects with a margin).
         logit_scale: CLIP's learnt temperature for the softmax over queries.
         reference: names that always compete in the softmax without being reported (e.g. the
             training vocabulary). Without them a single query wins every crop with probability 1;
             with them, "star" alone must still beat "circle" on a circle's crop.
+        novel_weight: w for every other query (F-VLM weighs CLIP more on novel names, whose objectness
+            the head learnt less well); None: `weight` for all.
     """
 
     def __init__(
@@ -37,10 +41,14 @@ class CropRescorer:
         context: float = 0.2,
         logit_scale: float = 100.0,
         reference: list[str] | None = None,
+        novel_weight: float | None = None,
     ):
-        if topk < 1 or not 0.0 <= weight <= 1.0 or context < 0:
-            raise ValueError(f"need topk >= 1, 0 <= weight <= 1, context >= 0; got {topk}, {weight}, {context}")
+        novel_weight = weight if novel_weight is None else novel_weight
+        if topk < 1 or not 0.0 <= weight <= 1.0 or not 0.0 <= novel_weight <= 1.0 or context < 0:
+            raise ValueError(f"need topk >= 1, 0 <= weight, novel_weight <= 1, context >= 0; got {topk}, {weight}, "
+                             f"{novel_weight}, {context}")
         self.topk, self.weight, self.context, self.logit_scale = topk, weight, context, logit_scale
+        self.novel_weight = novel_weight
         self.reference = [str(name) for name in reference or []]
 
     def competitors(self, queries: list[str]) -> list[str]:
@@ -53,18 +61,27 @@ class CropRescorer:
         [B, 3, S, S], boxes [B, K, 4] cxcywh in 0..1 of the padded square -> [B, K, E]. Image
         exemplars are embedded by this same path, so they match what candidate boxes are compared as."""
         b, k, _ = boxes.shape
-        boxes = boxes.float().clone()
         # Square crops, as CLIP saw its objects: stretching a 2:1 semicircle box to a square makes a dome.
         # Parts outside the image read as zeros, the mean colour the input is padded with.
-        boxes[..., 2:] = boxes[..., 2:].amax(-1, keepdim=True) * (1 + 2 * self.context)
-        rois = box_convert(boxes, "cxcywh", "xyxy").to(pixel_values.device) * pixel_values.shape[-1]  # [B, K, 4] input pixels
-        # One [B*K, 5] tensor (image index, x1, y1, x2, y2), not a per-image list: an exported graph
-        # keeps a dynamic batch instead of unrolling one roi_align per image.
-        index = torch.arange(b, device=rois.device, dtype=rois.dtype).repeat_interleave(k)[:, None]  # [B*K, 1]
+        rois = self.context_rois(boxes, pixel_values.shape[-1]).to(pixel_values.device)  # [B*K, 5]
         crop = backbone.crop_size
-        crops = roi_align(pixel_values.float(), torch.cat([index, rois.reshape(-1, 4)], 1), output_size=(crop, crop),
-                          aligned=True)  # [B*K, 3, c, c]
+        crops = roi_align(pixel_values.float(), rois, output_size=(crop, crop), aligned=True)  # [B*K, 3, c, c]
         return torch.nn.functional.normalize(backbone.encode_crops(crops).float(), dim=-1).view(b, k, -1)  # [B, K, E]
+
+    def context_rois(self, boxes: torch.Tensor, side: int) -> torch.Tensor:
+        """boxes [B, K, 4] cxcywh in 0..1 -> [B*K, 5] (image index, x1, y1, x2, y2) of their context squares in
+        input pixels. One tensor, not a per-image list: an exported graph keeps a dynamic batch instead of
+        unrolling one roi_align per image."""
+        b, k, _ = boxes.shape
+        squares = square_context(box_convert(boxes.float(), "cxcywh", "xyxy"), self.context) * side  # [B, K, 4]
+        index = torch.arange(b, device=boxes.device, dtype=squares.dtype).repeat_interleave(k)[:, None]  # [B*K, 1]
+        return torch.cat([index, squares.reshape(-1, 4)], 1)  # [B*K, 5]
+
+    def region_embeddings(self, backbone, pixel_values: torch.Tensor, boxes: torch.Tensor,
+                          region_map: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, K, E] L2-normalised embeddings of boxes [B, K, 4] cxcywh 0..1: here of their crops (one tower
+        pass per box; `region_map` unused). `RegionPoolScorer` pools the one pass's map instead."""
+        return self.crop_embeddings(backbone, pixel_values, boxes)
 
     @torch.no_grad()
     def __call__(
@@ -74,27 +91,31 @@ class CropRescorer:
         outputs: dict,
         query_embeds: torch.Tensor,
         reference_embeds: torch.Tensor | None = None,
+        region_map: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """New logits [B, P, Q] from `pred_boxes` [B, P, 4], `objectness` [B, P] and queries [Q, E];
-        `reference_embeds` [R, E] join the softmax and are dropped from the result."""
+        `reference_embeds` [R, E] join the softmax and are dropped from the result; `region_map` is the
+        pass's map a `RegionPoolScorer` pools (crops ignore it)."""
         boxes, objectness = outputs["pred_boxes"].float(), outputs["objectness"].float()
         b, p, _ = boxes.shape
         k = min(self.topk, p)
         top = objectness.topk(k, dim=1).indices  # [B, K]
         chosen = torch.gather(boxes, 1, top[..., None].expand(-1, -1, 4))  # [B, K, 4] cxcywh
-        embeds = self.crop_embeddings(backbone, pixel_values, chosen).flatten(0, 1)  # [B*K, E]
+        embeds = self.region_embeddings(backbone, pixel_values, chosen, region_map).flatten(0, 1)  # [B*K, E]
         q = query_embeds.shape[0]
         logits = self.logit_scale * embeds @ query_embeds.float().T  # [B*K, Q]
+        weight = torch.full((q,), self.novel_weight, device=logits.device)  # [Q]
         if reference_embeds is not None:
             reference = reference_embeds.to(query_embeds).float()  # [R, E]
             # A reference name that is also a query (same embedding) must not compete twice: the exported
             # file bakes every reference name and cannot drop them by text, so they are dropped by embedding.
-            asked = (reference @ query_embeds.float().T).amax(-1) > DUPLICATE_COSINE  # [R]
-            ref_logits = (self.logit_scale * embeds @ reference.T).masked_fill(asked, float("-inf"))  # [B*K, R]
+            same = (reference @ query_embeds.float().T) > DUPLICATE_COSINE  # [R, Q]
+            ref_logits = (self.logit_scale * embeds @ reference.T).masked_fill(same.any(-1), float("-inf"))  # [B*K, R]
             logits = torch.cat([logits, ref_logits], dim=-1)  # [B*K, Q + R]
+            weight = torch.where(same.any(0), self.weight, weight)  # [Q]: a reference (base) name gets w
         probs = logits.softmax(-1)[:, :q].reshape(b, k, q)  # [B, K, Q]
         obj = torch.gather(objectness, 1, top).sigmoid()[..., None]  # [B, K, 1]
-        score = (obj ** (1 - self.weight) * probs**self.weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
+        score = (obj ** (1 - weight) * probs**weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
         logits = torch.full((b, p, probs.shape[-1]), MASKED_LOGIT, device=boxes.device)
         logits.scatter_(1, top[..., None].expand(-1, -1, probs.shape[-1]), torch.logit(score))
         return logits  # [B, P, Q]

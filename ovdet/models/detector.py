@@ -13,6 +13,7 @@ from ovdet.errors import OvdetWarning
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detector_config import DetectorConfig
 from ovdet.models.head import DetectionHead
+from ovdet.models.region_pool_scorer import RegionPoolScorer
 from ovdet.models.text_encoder import TextEncoder
 from ovdet.preprocess import ImagePreprocessor
 from ovdet.text.templates import resolve_templates
@@ -47,13 +48,15 @@ class Detector(nn.Module):
         if clip.head_init and config.info.get("untrained", False):  # SigLIP: start from its sigmoid scale and bias
             self.head.init_logit_scale(**clip.head_init)
         self.preprocessor = ImagePreprocessor(config.image_size, backbone.image_mean, backbone.image_std, config.preprocess)
-        self.set_rescore(config.rescore)
+        self.rescorer: CropRescorer | None = None
+        self._build_rescorer()
 
     # ---- the settings users read --------------------------------------------------------------
     image_size = property(lambda self: self.settings.image_size)
     templates = property(lambda self: self.settings.templates)
     threshold = property(lambda self: self.settings.threshold, doc="the model's default score threshold")
     rescore = property(lambda self: self.settings.rescore, doc="crop re-scoring settings, or None")
+    region_scoring = property(lambda self: self.settings.region_scoring, doc="one-pass region scoring settings, or None")
     untrained = property(lambda self: bool(self.settings.info.get("untrained", False)))
 
     @property
@@ -69,15 +72,31 @@ class Detector(nn.Module):
         return self.head.class_proj.weight.device
 
     def set_rescore(self, rescore: dict | None) -> None:
-        """Turn crop re-scoring on (a dict of CropRescorer settings) or off (None)."""
+        """Turn crop re-scoring on (a dict of CropRescorer settings) or off (None). While on, it is what
+        scores, whatever `region_scoring` says."""
         self.settings.rescore = dict(rescore) if rescore else None
+        self._build_rescorer()
+
+    def set_region_scoring(self, region_scoring: dict | None) -> None:
+        """Turn one-pass region scoring on (a dict of RegionPoolScorer settings) or off (None)."""
+        self.settings.region_scoring = dict(region_scoring) if region_scoring else None
+        self._build_rescorer()
+
+    def _build_rescorer(self) -> None:
+        """`self.rescorer`: crops when `rescore` is set, else region pooling when `region_scoring` is, else None."""
+        crops, pooled = self.settings.rescore, self.settings.region_scoring
         self.rescorer = None
-        if rescore:
+        scale = getattr(self.clip.model, "logit_scale", None)
+        logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
+        if crops:
             if not hasattr(self.backbone, "encode_crops"):
                 raise ValueError(f"crop re-scoring needs a tower with encode_crops (ResNet CLIP); {type(self.backbone).__name__} has none")
-            scale = getattr(self.clip.model, "logit_scale", None)
-            logit_scale = float(scale.detach().exp()) if scale is not None else 100.0
-            self.rescorer = CropRescorer(logit_scale=logit_scale, **rescore)
+            self.rescorer = CropRescorer(logit_scale=logit_scale, **crops)
+        elif pooled:
+            if not hasattr(self.backbone, "pool_region_features"):
+                raise ValueError(f"region_scoring needs a tower that pools its own regions (ResNet CLIP); "
+                                 f"{type(self.backbone).__name__} has none, set region_scoring to null")
+            self.rescorer = RegionPoolScorer(logit_scale=logit_scale, **pooled)
 
     def config(self, clip_path: str) -> dict:
         """The `config.json` of this detector with its CLIP at `clip_path`."""
@@ -110,15 +129,19 @@ class Detector(nn.Module):
 
     # ---- the network -------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, query_embeds: torch.Tensor,
-                query_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                query_mask: torch.Tensor | None = None, keep_region_map: bool = False) -> dict[str, torch.Tensor]:
         """pixel_values [B, 3, S, S]; query_embeds [Q, E] or [B, Q, E]; returns the output contract
-        (`pred_boxes` [B, P, 4], `logits` [B, P, Q], `objectness` [B, P], `region_embeds` [B, P, E])."""
+        (`pred_boxes` [B, P, 4], `logits` [B, P, Q], `objectness` [B, P], `region_embeds` [B, P, E]), and
+        with `keep_region_map` the tower's `region_map` [B, C, h, w] (what region scoring pools from)."""
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 feats = self.backbone(pixel_values)
         else:
             feats = self.backbone(pixel_values)
-        return self.head(feats.tokens.float(), feats.grid, query_embeds, query_mask)  # the head stays fp32
+        out = self.head(feats.tokens.float(), feats.grid, query_embeds, query_mask)  # the head stays fp32
+        if keep_region_map:
+            out["region_map"] = feats.region_map
+        return out
 
     @torch.inference_mode()
     def predict(self, pixel_values: torch.Tensor, queries: list[str], templates=None, template_mode="embed",

@@ -39,7 +39,9 @@ class DetectorConfig:
     preprocess: "pad" (ovdet), "stretch" (OWL-ViT) or "pad_gaussian" (OWLv2); see ImagePreprocessor.
     templates: the prompt templates a query gets when the caller names none.
     threshold: the score threshold `ovdet detect`, the demo and the API use by default.
-    rescore: CropRescorer settings, or None for the head's own scores.
+    rescore: CropRescorer settings (crops re-encoded by the tower), or None.
+    region_scoring: RegionPoolScorer settings (the same keys: boxes pooled from the one pass's region map),
+        or None; used when `rescore` is None. Neither: the head's own scores.
     """
 
     clip: dict
@@ -53,6 +55,7 @@ class DetectorConfig:
     threshold: float = 0.1
     trainable_layers: int = 0
     rescore: dict | None = None
+    region_scoring: dict | None = None
     feature_stride: int | None = None
     info: dict = field(default_factory=dict)
     model_type: str = MODEL_TYPE
@@ -108,7 +111,8 @@ class DetectorConfig:
                              "(each is encoded for every query before detection starts)")
         if self.feature_stride not in (None, 8, 16, 32):
             raise ValueError(f"feature_stride must be null, 8, 16 or 32, got {self.feature_stride!r}")
-        _check_rescore(self.rescore)
+        _check_rescore(self.rescore, "rescore")
+        _check_rescore(self.region_scoring, "region_scoring")
 
 
 # Numeric keys and their allowed ranges: wide enough for any real model, tight enough that no config
@@ -122,24 +126,29 @@ _RANGES = {
     "trainable_layers": (0, 1000),
     "format_version": (1, 10**6),
 }
-_RESCORE_TYPES = {"topk": int, "weight": (int, float), "context": (int, float), "reference": list}
+_RESCORE_TYPES = {"topk": int, "weight": (int, float), "novel_weight": (int, float), "context": (int, float),
+                  "reference": list}
 
 
-def _check_rescore(rescore: dict | None) -> None:
+def _check_rescore(rescore: dict | None, key: str) -> None:
+    """`rescore` / `region_scoring`: a dict of CropRescorer settings, or None."""
     if rescore is None:
         return
     unknown = sorted(set(rescore) - set(_RESCORE_TYPES))
     if unknown:
-        raise ValueError(f"rescore has unknown key(s) {unknown}; known: {sorted(_RESCORE_TYPES)}")
-    for key, value in rescore.items():
-        if isinstance(value, bool) or not isinstance(value, _RESCORE_TYPES[key]):
-            raise ValueError(f"rescore.{key} has the wrong type: {value!r}")
+        raise ValueError(f"{key} has unknown key(s) {unknown}; known: {sorted(_RESCORE_TYPES)}")
+    for name, value in rescore.items():
+        if isinstance(value, bool) or not isinstance(value, _RESCORE_TYPES[name]):
+            raise ValueError(f"{key}.{name} has the wrong type: {value!r}")
     if not 1 <= rescore.get("topk", 32) <= 4096:
-        raise ValueError(f"rescore.topk must be in 1..4096, got {rescore['topk']!r}")
+        raise ValueError(f"{key}.topk must be in 1..4096, got {rescore['topk']!r}")
+    for name in ("weight", "novel_weight"):
+        if not 0 <= rescore.get(name, 0.5) <= 1:
+            raise ValueError(f"{key}.{name} must be in 0..1, got {rescore[name]!r}")
     if not all(isinstance(n, str) for n in rescore.get("reference", [])):
-        raise ValueError(f"rescore.reference must be a list of names (strings), got {_short(rescore['reference'])}")
+        raise ValueError(f"{key}.reference must be a list of names (strings), got {_short(rescore['reference'])}")
     if len(rescore.get("reference", [])) > MAX_REFERENCE_NAMES:
-        raise ValueError(f"rescore.reference lists {len(rescore['reference'])} names, over the cap of "
+        raise ValueError(f"{key}.reference lists {len(rescore['reference'])} names, over the cap of "
                          f"{MAX_REFERENCE_NAMES} (each is encoded with every template before detection starts)")
 
 

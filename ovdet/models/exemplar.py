@@ -98,7 +98,7 @@ def encode_exemplars(detector, exemplars) -> torch.Tensor:
         pixels = detector.preprocessor.to_model([pil]).to(detector.device)  # [1, 3, S, S]
         if detector.rescorer is not None:
             cxcywh = box_convert(box.float()[None, None], "xyxy", "cxcywh")  # [1, 1, 4]
-            embeds.append(detector.rescorer.crop_embeddings(detector.backbone, pixels, cxcywh)[0, 0])  # [E]
+            embeds.append(detector.rescorer.region_embeddings(detector.backbone, pixels, cxcywh)[0, 0])  # [E]
         else:
             no_query = torch.zeros(1, detector.text_encoder.embed_dim, device=detector.device)  # forward wants one
             has_objectness = detector.head.objectness_mlp is not None

@@ -72,8 +72,9 @@ def build_query_bank(
 
 
 def _reference(detector, asked: list[str], templates) -> torch.Tensor | None:
-    """The re-scorer's reference names nobody asked for, embedded: [R, E], or None."""
-    names = detector.rescorer.competitors(asked)
+    """The re-scorer's reference names embedded, [R, E], or None. All of them, asked or not: an asked one is
+    dropped from the softmax by its embedding (as in an exported file) and marks that query as a base name."""
+    names = detector.rescorer.reference
     return detector.encode_queries(names, templates) if names else None
 
 
@@ -98,12 +99,14 @@ def score(detector, pixel_values: torch.Tensor, bank: QueryBank, rescore: bool =
 
 
 def _score_rescored(detector, pixel_values: torch.Tensor, bank: QueryBank) -> dict[str, torch.Tensor]:
-    """Head proposes, CLIP crops classify; negatives never change a kept score, they only veto."""
+    """Head proposes, CLIP classifies (its crops, or the boxes pooled from this pass); negatives never change a
+    kept score, they only veto."""
     rescorer, backbone = detector.rescorer, detector.backbone
-    out = detector(pixel_values, bank.positives)
-    out["logits"] = rescorer(backbone, pixel_values, out, bank.positives, bank.reference)
+    out = detector(pixel_values, bank.positives, keep_region_map=True)
+    region_map = out.pop("region_map")  # [B, C, h, w] or None: what a RegionPoolScorer pools
+    out["logits"] = rescorer(backbone, pixel_values, out, bank.positives, bank.reference, region_map)
     if bank.negatives is not None:
         joint = torch.cat([bank.positives, bank.negatives])  # [Q + X + N, E]
-        joint_logits = rescorer(backbone, pixel_values, out, joint, bank.negative_reference)  # [B, P, Q + X + N]
+        joint_logits = rescorer(backbone, pixel_values, out, joint, bank.negative_reference, region_map)  # [B, P, Q + X + N]
         out["negative_veto"] = negative_veto(joint_logits, len(bank.positives))
     return out

@@ -14,6 +14,8 @@ class DenseFeatures:
 
     tokens: torch.Tensor  # [B, h*w, D], row-major over the grid
     grid: tuple[int, int]  # (h, w)
+    # [B, C, h', w'] the map a tower's own region pooling reads boxes from (ResNet: layer3), or None
+    region_map: torch.Tensor | None = None
 
 
 class VisionBackbone(nn.Module):

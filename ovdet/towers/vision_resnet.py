@@ -99,6 +99,19 @@ class CLIPResNetBackbone(VisionBackbone):
         """CLIP's pooled image embedding of object crops: [N, 3, c, c] -> [N, E] (for re-scoring)."""
         return self.vision(crops)
 
+    @property
+    def region_roi_size(self) -> int:
+        """RoIAlign side of a box on the layer3 map: layer3's grid at the tower's own resolution (2x the
+        attention pool's grid), so a box the size of the whole input samples every layer3 cell."""
+        grid = round((self.vision.attnpool.positional_embedding.shape[0] - 1) ** 0.5)
+        return 2 * grid
+
+    def pool_region_features(self, rois: torch.Tensor) -> torch.Tensor:
+        """[K, C3, r, r] layer3 features RoI-aligned over boxes (r = `region_roi_size`) -> [K, E] joint-space
+        embeddings (not normalised): the tower's own last stage and attention pool run on each box (Faster
+        R-CNN's C4 head with CLIP's weights). The image is encoded once; only layer4 runs per box, on r x r."""
+        return self.global_embedding(self.vision.layer4(rois))  # [K, C, r/2, r/2] -> [K, E]
+
     def feature_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last two ResNet stages: [B, 3, S, S] -> ([B, C3, S/16, S/16], [B, C, S/32, S/32])."""
         v = self.vision
@@ -151,4 +164,4 @@ class CLIPResNetBackbone(VisionBackbone):
             coarse = F.interpolate(coarse, size=c3.shape[-2:], mode="nearest")  # [B, E, 2h, 2w]
             h, w = c3.shape[-2:]
             tokens = torch.cat([coarse, c3], 1).flatten(2).transpose(1, 2)  # [B, h*w, E + C3] on the finer grid
-        return DenseFeatures(tokens=self.merge_norm(tokens), grid=(h, w))
+        return DenseFeatures(tokens=self.merge_norm(tokens), grid=(h, w), region_map=c3)
