@@ -16,8 +16,15 @@ from ovdet.training import DetectionModule, ExportDetector
 from ovdet.training.run import instantiate_group
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-# Training experiments; conf/experiment/ also holds other entry points' files (shapeworld_clip).
+# Detection training experiments; conf/experiment/ also holds the dense-distillation stage (its own test
+# below) and other entry points' files (shapeworld_clip).
 EXPERIMENTS = ["smoke", "shapeworld_ovd", "ovcoco_clip_b32", "ovcoco_clip_b16", "lvis_clip_b16"]
+STAGES = ["dense_distill"]
+
+
+def test_every_experiment_file_is_tested():
+    tested = {*EXPERIMENTS, *STAGES, "shapeworld_clip"}  # shapeworld_clip: tools/pretrain_clip.py's, tested there
+    assert set(options("experiment")) == tested
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +99,24 @@ def test_every_experiment_composes_and_instantiates(experiment, tiny_clip_dir, d
     assert isinstance(instantiate(cfg.data, image_size=detector.image_size), CocoDataModule)
     module = instantiate(cfg.module, detector=detector)
     assert isinstance(module, DetectionModule) and isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+def test_the_dense_distillation_stage_composes_and_instantiates(tiny_clip_dir, data, tmp_path):
+    from ovdet.distill.image_folder_data import ImageFolderDataModule
+    from ovdet.distill.module import DenseDistillModule
+    from ovdet.distill.stage import DistillTower
+
+    _, images = data
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=dense_distill", f"model.clip={tiny_clip_dir}",
+                                          "model.image_size=64", f"data.images={images}", f"paths.output_dir={tmp_path}",
+                                          "module.trainable_layers=1"])
+    tower = instantiate(cfg.model)
+    assert isinstance(tower, DistillTower) and tower.image_size == 64
+    assert isinstance(instantiate(cfg.data, image_size=tower.image_size), ImageFolderDataModule)
+    module = instantiate(cfg.module, detector=tower)
+    assert isinstance(module, DenseDistillModule) and module.context == 0.2 and module.proposals is None
+    assert isinstance(instantiate(cfg.trainer), L.Trainer)
 
 
 @pytest.mark.parametrize("debug", options("debug"))

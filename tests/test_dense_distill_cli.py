@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -59,6 +60,13 @@ def test_dense_distill_writes_a_tower_that_loads_and_resumes_as_complete(tiny_cl
     again = _train(tiny_clip_dir, images, run, "ckpt_path=last")
     assert again.returncode == 0 and "run already complete" in again.stdout, (again.stdout + again.stderr)[-3000:]
     assert f"tower folder: {tower}" in again.stdout
+
+    # A run that died after its last checkpoint but before writing the tower: the complete run writes it.
+    distilled = _regions(tower)
+    shutil.rmtree(tower)
+    rebuilt = _train(tiny_clip_dir, images, run, "ckpt_path=last")
+    assert rebuilt.returncode == 0 and "wrote the tower folder from it" in rebuilt.stdout, rebuilt.stderr[-3000:]
+    torch.testing.assert_close(_regions(tower), distilled)
 
 
 def test_missing_images_folder_is_one_line_before_the_model_loads(tmp_path):

@@ -126,10 +126,12 @@ def owlv2_agreement(detector, owl_dir: str) -> dict:
 
 def ovdet_detector(spec: dict, precision: str):
     """The spec's model as an ovdet Detector in `precision`; returns (detector, resolved precision)."""
+    from ovdet.benchmark.models import EMBEDDED_VARIANTS, embedded_scoring
     from ovdet.models.detector import Detector
 
-    if spec["model"] == "embedded":
+    if spec["model"] in EMBEDDED_VARIANTS:
         detector = Detector.from_pretrained(spec["model_dir"])
+        embedded_scoring(detector, spec["model"])
     elif spec["model"] == "owlv2":
         detector = Detector.from_pretrained(spec["owl_dir"])  # the very folder transformers loads
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ovdet.benchmark.gemm import gemm_rate
-from ovdet.benchmark.models import EMBEDDED, OWLV2, OWLV2_SIZE, save_random_models, save_random_owlv2
+from ovdet.benchmark.models import EMBEDDED_VARIANTS, OWLV2, OWLV2_SIZE, embedded_scoring, save_random_models, save_random_owlv2
 from ovdet.models.precision import bf16_supported, cpu_flags, resolve_precision
 
 
@@ -80,13 +80,13 @@ def plan(settings: BenchmarkSettings, dirs: dict[str, dict]) -> list[dict]:
     timing = {k: getattr(settings, k) for k in ("runs", "warmup", "slow_call_s", "slow_runs", "threads", "device")}
     specs = []
     for model in settings.models:
-        kind = "resnet" if model == EMBEDDED else "vit"
+        kind = "resnet" if model in EMBEDDED_VARIANTS else "vit"
         precisions = [p for p in dict.fromkeys(_resolved(p, settings.device, kind) for p in settings.precisions) if p]
         batches = [b for b in settings.batches if b == 1 or model in settings.large_batch_models]
         for batch in batches:
             for queries in settings.queries:
                 base = {"model": model, "batch": batch, "queries": queries, **timing, **dirs[model]}
-                if model != EMBEDDED:
+                if model not in EMBEDDED_VARIANTS:
                     specs.append({**base, "impl": "owlvit", "precision": "fp32"})
                 first = queries == settings.queries[0]
                 for i, precision in enumerate(precisions):
@@ -95,7 +95,7 @@ def plan(settings: BenchmarkSettings, dirs: dict[str, dict]) -> list[dict]:
                                       "backbone": first, "compile": settings.compile})  # fmt: skip
                 if model in settings.onnx_models and "onnx_paths" in dirs[model]:
                     specs.append({**base, "impl": "onnxruntime", "precision": "fp32"})
-                if settings.paired_rounds and model != EMBEDDED and queries == settings.queries[0]:
+                if settings.paired_rounds and model not in EMBEDDED_VARIANTS and queries == settings.queries[0]:
                     specs.append({**base, "impl": "paired", "precision": precisions[0], "precisions": precisions,
                                   "rounds": settings.paired_rounds})  # fmt: skip
     return specs
@@ -129,7 +129,7 @@ def prepare(settings: BenchmarkSettings, folder: Path, log) -> dict[str, dict]:
 
     dirs: dict[str, dict] = {}
     for model in settings.models:
-        if model == EMBEDDED:
+        if model in EMBEDDED_VARIANTS:
             dirs[model] = {"model_dir": str(DEFAULT_MODEL), "image_size": _embedded_size(DEFAULT_MODEL)}
         elif model == OWLV2:
             log("building random-weight OWLv2 B/16 ...")
@@ -154,8 +154,9 @@ def _export_for_benchmark(model: str, paths: dict, folder: Path, batches: list[i
     from ovdet.models.detector import Detector
 
     log(f"exporting {model} to ONNX ...")
-    if model == EMBEDDED:
+    if model in EMBEDDED_VARIANTS:
         det = Detector.from_pretrained(paths["model_dir"]).eval()
+        embedded_scoring(det, model)
     else:
         det = Detector.from_clip(paths["clip_dir"], image_size=paths["image_size"]).eval()
     start = time.perf_counter()

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny settings for a smoke test: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     p.add_argument("--models", default="b32,b16,embedded", help="comma list of b32, b16, owlv2 (B/16 at 960 px, against Owlv2ForObjectDetection on identical weights), "
-                        "embedded, tiny")
+                        "embedded (the shipped model as saved: one-pass region scoring), embedded-crops (it with CLIP crop "
+                        "re-scoring instead, the previous shipped path), embedded-dense (its head's own scores), tiny")
     p.add_argument("--batch", default="1,8", help="comma list of batch sizes")
     p.add_argument("--queries", default="5,80,1203", help="comma list of query counts (synthetic LVIS-like names)")
     p.add_argument("--precision", default="auto,fp32",
@@ -102,12 +103,12 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def _check(settings) -> None:
-    from ovdet.benchmark.models import EMBEDDED, OWLV2, VISION_SPECS
+    from ovdet.benchmark.models import EMBEDDED_VARIANTS, OWLV2, VISION_SPECS
     from ovdet.models.precision import PRECISIONS
 
-    bad = [m for m in settings.models + settings.onnx_models if m not in VISION_SPECS and m not in (EMBEDDED, OWLV2)]
+    bad = [m for m in settings.models + settings.onnx_models if m not in VISION_SPECS and m not in (*EMBEDDED_VARIANTS, OWLV2)]
     if bad:
-        raise ValueError(f"unknown models {bad}; use {sorted(VISION_SPECS) + [EMBEDDED, OWLV2]}")
+        raise ValueError(f"unknown models {bad}; use {sorted(VISION_SPECS) + [*EMBEDDED_VARIANTS, OWLV2]}")
     if not settings.batches or min(settings.batches) < 1 or not settings.queries or min(settings.queries) < 1:
         raise ValueError(f"batch sizes and query counts must be >= 1, got {settings.batches} and {settings.queries}")
     if any(p not in PRECISIONS for p in settings.precisions):

@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
@@ -13,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ovdet.distill.export_tower import MARKER as TOWER_MARKER
-from ovdet.distill.export_tower import ExportTower
+from ovdet.distill.export_tower import ExportTower, write_tower
 from ovdet.training.checkpoint import unsafe_checkpoint_error
 from ovdet.training.checkpoint_io import use_atomic_checkpoints
 from ovdet.training.config_paths import register_resolvers, resolve_paths
@@ -78,7 +79,7 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     use_atomic_checkpoints(trainer)
     start = resume_checkpoint(cfg.get("ckpt_path"), trainer)
     if isinstance(start, CheckpointState) and is_complete(start, trainer):
-        finish_complete_run(start, trainer)
+        finish_complete_run(start, trainer, module)
         return {}
     # weights_only: a checkpoint holds tensors and plain containers only; one with pickled objects
     # (code that would run on load) is refused instead of executed.
@@ -107,8 +108,9 @@ def continue_logs(trainer: L.Trainer, start: CheckpointState | str | None) -> No
             logger.continue_from(step, epochs)
 
 
-def finish_complete_run(start: CheckpointState, trainer: L.Trainer) -> None:
-    """Nothing left to train: say so, export the model folder if the run died before writing it."""
+def finish_complete_run(start: CheckpointState, trainer: L.Trainer, module: L.LightningModule | None = None) -> None:
+    """Nothing left to train: say so, export the model folder (or distilled tower folder) if the run died
+    before writing it."""
     by_steps = 0 <= trainer.max_steps <= start.global_step
     limit = f"trainer.max_steps={trainer.max_steps}" if by_steps else f"trainer.max_epochs={trainer.max_epochs}"
     say(f"run already complete: '{start.path}' has trained {start.epochs_done} epoch(s), {start.global_step} step(s) "
@@ -117,6 +119,12 @@ def finish_complete_run(start: CheckpointState, trainer: L.Trainer) -> None:
         if trainer.is_global_zero and not (export.dirpath / "config.json").is_file():
             export_from_checkpoint(start.path, export.dirpath, copy_clip=export.copy_clip, dtype=export.dtype)
             say(f"exported the model folder from it (it was missing): {export.dirpath}")
+    for export in (c for c in trainer.callbacks if isinstance(c, ExportTower)):
+        if trainer.is_global_zero and module is not None and not (export.dirpath / TOWER_MARKER).is_file():
+            state = torch.load(start.path, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)  # the student's weights are the LoadedCLIP's own modules
+            write_tower(module.loaded_clip, export.dirpath, getattr(module, "clip_source", module.loaded_clip.reference))
+            say(f"wrote the tower folder from it (it was missing): {export.dirpath}")
     report_outputs(trainer)
 
 
