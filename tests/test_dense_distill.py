@@ -117,6 +117,35 @@ def test_vit_region_pooling_is_the_mean_of_projected_cells(tiny_clip_dir, one_th
     assert (crops * norm(image, dim=-1)).sum(-1).min() > 0.9
 
 
+@pytest.fixture(scope="module")
+def siglip_dir(tmp_path_factory):
+    from test_siglip_tower import save_tiny_siglip
+
+    return save_tiny_siglip(tmp_path_factory.mktemp("siglip") / "clip")
+
+
+def test_siglip_whole_input_box_is_its_own_image_embedding(siglip_dir, one_thread):
+    # At SigLIP's resolution (32 px, 4 x 4 tokens) a whole-input box samples every token at its centre, and the
+    # MAP head over those tokens is exactly how SigLIP pools its image embedding; crops of the whole input
+    # are the input itself.
+    from ovdet.distill.region_tower import SiglipRegionTower
+
+    clip = load_clip(siglip_dir)
+    tower = region_tower(clip)
+    assert isinstance(tower, SiglipRegionTower) and tower.roi_size == 4 and tower.crop_size == 32
+    x = torch.randn(2, 3, 32, 32)
+    whole = [torch.tensor([[0.0, 0.0, 32.0, 32.0]])] * 2
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(clip.model.vision_model(pixel_values=x).pooler_output, dim=-1)
+        torch.testing.assert_close(dense_region_embeddings(tower, x, whole), image, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(crop_embeddings(tower, x, whole), image, rtol=1e-5, atol=1e-5)
+        big = torch.randn(1, 3, 64, 64)  # 8 x 8 tokens: boxes pool their own tokens, cells are one each
+        regions = dense_region_embeddings(tower, big, [torch.tensor([[0.0, 0.0, 20.0, 30.0], [10.0, 5.0, 60.0, 40.0]])])
+        cells = tower.cell_embeddings(big)
+    assert regions.shape == (2, 32) and cells.shape == (1, 32, 8, 8)
+    torch.testing.assert_close(regions.norm(dim=-1), torch.ones(2))
+
+
 def test_region_tower_refuses_a_tower_it_cannot_pool():
     clip = SimpleNamespace(backbone=torch.nn.Identity(), model=torch.nn.Module(), reference="x", format="siglip")
     with pytest.raises(OvdetError, match="no region pooling"):
@@ -157,10 +186,11 @@ def _fit(tower, pixels, hw, steps: int, trainable_layers: int, lr: float):
     return module, before, after, teacher_before, student_before, trainer
 
 
-@pytest.mark.parametrize("kind", ["resnet", "vit"])
-def test_distillation_lowers_the_loss_and_keeps_the_teacher(kind, resnet_dir, tiny_clip_dir, tmp_path, one_thread):
+@pytest.mark.parametrize("kind", ["resnet", "vit", "siglip"])
+def test_distillation_lowers_the_loss_and_keeps_the_teacher(kind, resnet_dir, tiny_clip_dir, siglip_dir, tmp_path,
+                                                            one_thread):
     torch.manual_seed(0)
-    clip = load_clip(resnet_dir if kind == "resnet" else tiny_clip_dir)
+    clip = load_clip({"resnet": resnet_dir, "vit": tiny_clip_dir, "siglip": siglip_dir}[kind])
     tower = region_tower(clip)
     pixels, _, _, hw, _ = _scenes(6)
     module, before, after, teacher_before, student_before, trainer = _fit(tower, pixels, hw, 40, 2, 3e-3)

@@ -14,6 +14,7 @@ from torch import nn
 from ovdet.errors import OvdetError
 from ovdet.towers.loaded_clip import LoadedCLIP
 from ovdet.towers.vision_resnet import CLIPResNetBackbone
+from ovdet.towers.vision_siglip import SiglipVisionBackbone
 from ovdet.towers.vision_vit import CLIPVisionBackbone
 
 
@@ -126,15 +127,57 @@ class ViTRegionTower(RegionTower):
         self.backbone.set_trainable_layers(n)
 
 
+class SiglipRegionTower(RegionTower):
+    """A SigLIP ViT: its patch tokens (after `post_layernorm`) RoI-aligned to the tower's own token grid, then
+    SigLIP's own MAP head (attention pooling) over each box's tokens, as the ResNet's attention pool.
+
+    At the tower's training resolution a whole-input box samples every token at its centre, so its region
+    embedding is SigLIP's image embedding itself; SigLIP has no projection, the head's output is the joint
+    space. Cells alone go through the head one token at a time.
+    """
+
+    def __init__(self, backbone: SiglipVisionBackbone):
+        super().__init__()
+        if not getattr(backbone.vision, "use_head", False):
+            raise OvdetError("this SigLIP vision tower has no MAP head (vision_use_head=False), so it has no "
+                             "embedding of its own to distil toward; use a SigLIP with its head")
+        self.backbone = backbone
+        self.roi_size = backbone.default_image_size // backbone.stride
+        self.crop_size = backbone.default_image_size
+
+    def dense_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens, _ = self.backbone.encode(pixel_values)  # [B, h*w, D]
+        h, w = self.backbone.grid_size(pixel_values.shape[-1])
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)  # [B, D, h, w]
+
+    def pool_regions(self, rois: torch.Tensor) -> torch.Tensor:
+        return self.backbone.vision.head(rois.flatten(2).transpose(1, 2))  # [K, D, r, r] -> [K, r*r, D] -> [K, D]
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode(crops)[1]  # [K, D], the MAP head's pooled output
+
+    def cell_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        fmap = self.dense_map(pixel_values)  # [B, D, h, w]
+        b, d, h, w = fmap.shape
+        cells = self.backbone.vision.head(fmap.flatten(2).transpose(1, 2).reshape(b * h * w, 1, d))  # [B*h*w, D]
+        return cells.reshape(b, h, w, d).permute(0, 3, 1, 2)  # [B, D, h, w]
+
+    def set_trainable_layers(self, n: int) -> None:
+        """The last `n` encoder blocks, post_layernorm and the MAP head train."""
+        self.backbone.set_trainable_layers(n)
+
+
 def region_tower(clip: LoadedCLIP) -> RegionTower:
-    """The region view of a loaded CLIP's vision tower (ResNet or transformers-layout ViT)."""
+    """The region view of a loaded CLIP's vision tower (ResNet, transformers-layout ViT, or SigLIP)."""
     backbone = clip.backbone
     if isinstance(backbone, CLIPResNetBackbone):
         return ResNetRegionTower(backbone)
+    if isinstance(backbone, SiglipVisionBackbone):
+        return SiglipRegionTower(backbone)
     projection = getattr(clip.model, "visual_projection", None)
     if isinstance(backbone, CLIPVisionBackbone) and isinstance(projection, nn.Linear):
         return ViTRegionTower(backbone, projection)
     raise OvdetError(
         f"'{clip.reference}' ({clip.format}, {type(backbone).__name__}) has no region pooling yet; "
-        "use a CLIP ResNet (open_clip) or a CLIP/OpenCLIP/OWL ViT"
+        "use a CLIP ResNet (open_clip), a CLIP/OpenCLIP/OWL ViT or a SigLIP"
     )
