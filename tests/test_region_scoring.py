@@ -110,3 +110,21 @@ def test_a_vit_tower_refuses_region_scoring_in_one_line(tiny_clip_dir):
     with pytest.raises(ValueError, match="pools its own regions") as err:
         Detector.from_clip(str(tiny_clip_dir), image_size=32, region_scoring={"topk": 4})
     assert "\n" not in str(err.value)
+
+
+def test_the_embedded_model_scores_in_one_pass_and_the_benchmark_times_its_other_paths():
+    from ovdet.assets import DEFAULT_MODEL
+    from ovdet.benchmark.models import embedded_scoring
+
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("no embedded model in this checkout")
+    shipped = Detector.from_pretrained(DEFAULT_MODEL)
+    assert shipped.rescore is None and isinstance(shipped.rescorer, RegionPoolScorer)  # issue N: one pass
+    reference = shipped.region_scoring["reference"]
+    crops = Detector.from_pretrained(DEFAULT_MODEL)
+    embedded_scoring(crops, "embedded-crops")
+    assert type(crops.rescorer) is CropRescorer and crops.rescorer.reference == reference
+    assert crops.rescorer.weight == 0.8 and crops.rescorer.topk == 32
+    dense = Detector.from_pretrained(DEFAULT_MODEL)
+    embedded_scoring(dense, "embedded-dense")
+    assert dense.rescorer is None

@@ -72,13 +72,18 @@ if [ ! -f "$WORK/tuning.json" ]; then
   "$BIN/python" tools/tune_region_scoring.py "$MODEL" "$DATA/tune" --out "$WORK/tuning.json"
 fi
 "$BIN/python" - "$MODEL" "$WORK/tuning.json" "$WORK/tuned" <<'PY'
-import json, sys
+import json, os, sys
 from ovdet.models.detector import Detector
 model, tuning, out = sys.argv[1:]
 chosen = json.load(open(tuning))
 detector = Detector.from_pretrained(model)
 detector.set_region_scoring(chosen["region_scoring"])
 detector.settings.threshold = chosen["threshold"]
+# the recipe names folders relative to the repository, as the user gave them, not this machine's paths
+info = json.loads(json.dumps(detector.info).replace(os.getcwd() + os.sep, ""))
+info["region_scoring_tuning"] = {"tuning_set": "ovdet shapeworld --num-images 300 --seed 2000 (all 16 names)",
+                                 **{k: chosen[k] for k in ("best", "threshold", "f1", "precision", "recall")}}
+detector.info = info
 detector.save_pretrained(out)
 PY
 "$BIN/ovdet" eval --model "$WORK/tuned" --annotations "$DATA/val/instances.json" \
