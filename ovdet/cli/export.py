@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
                    help="bake the names of an `ovdet embed-vocab` file (its embeddings, no text tower run)")
     p.add_argument("--templates", default=None,
                    help="prompt templates for -q: single, photo, clip7, clip80, .json; default: the model's own")
-    p.add_argument("--no-rescore", action="store_true", help="leave crop re-scoring out (head scores only)")
+    p.add_argument("--no-rescore", action="store_true",
+                   help="leave the model's region re-scoring out (crop or one-pass region scoring): head scores only")
     p.add_argument("--batch-size", type=int, default=2,
                    help="images in the onnxruntime check (the file itself takes any batch)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")

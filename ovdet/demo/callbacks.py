@@ -35,7 +35,7 @@ TABLE_HEADERS = ["query", "score", "x1", "y1", "x2", "y2"]
 _KEPT_OUTPUTS = ("pred_boxes", "logits", "negative_veto")
 # Crop re-scoring takes a softmax over the queries (and the model's reference names, if any):
 # with one query and nothing else competing, every box wins it.
-ONE_QUERY_NOTE = ("one query with crop re-scoring ranks boxes by objectness alone: add the other things in "
+ONE_QUERY_NOTE = ("one query with CLIP re-scoring ranks boxes by objectness alone: add the other things in "
                   "the image as queries or negatives to tell them apart")
 
 
