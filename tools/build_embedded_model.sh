@@ -22,11 +22,17 @@ TUNE_IMAGES=${TUNE_IMAGES:-300}
 DET_EPOCHS=${DET_EPOCHS:-3}
 DISTILL_SCENES=${DISTILL_SCENES:-4096}
 DISTILL_EPOCHS=${DISTILL_EPOCHS:-2}
-RESULTS=${RESULTS:-docs/results/shapeworld}
+RESULTS=${RESULTS:-docs/results/one_pass}
 MODEL_OUT=${MODEL_OUT:-ovdet/assets/default_model}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 start=$(date +%s)
 stage() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
+train_head() {  # CLIP RUN: a head on base shapes on that CLIP into RUN/detector, unless it is there already
+  if [ ! -f "$2/detector/config.json" ]; then
+    OVDET_SHAPEWORLD_CLIP="$1" "$BIN/ovdet" train experiment=shapeworld_ovd \
+      paths.data_dir="$WORK/data" hydra.run.dir="$2" trainer.max_epochs="$DET_EPOCHS"
+  fi
+}
 DATA="$WORK/data/shapeworld"
 FIRST="$WORK/runs/detector/detector"
 TOWER="$WORK/runs/distill/tower"
@@ -49,10 +55,7 @@ if [ ! -f "$DATA/train/instances.json" ]; then
 fi
 
 stage "3/7 first detection head on base shapes (its proposals feed the distillation) -> $FIRST"
-if [ ! -f "$FIRST/config.json" ]; then
-  OVDET_SHAPEWORLD_CLIP="$WORK/clip" "$BIN/ovdet" train experiment=shapeworld_ovd \
-    paths.data_dir="$WORK/data" hydra.run.dir="$WORK/runs/detector" trainer.max_epochs="$DET_EPOCHS"
-fi
+train_head "$WORK/clip" "$WORK/runs/detector"
 
 stage "4/7 dense distillation on the first head's proposals (no labels) -> $TOWER"
 if [ ! -f "$TOWER/ovdet_tower.json" ]; then
@@ -62,10 +65,7 @@ if [ ! -f "$TOWER/ovdet_tower.json" ]; then
 fi
 
 stage "5/7 detection head on base shapes on the distilled tower -> $MODEL"
-if [ ! -f "$MODEL/config.json" ]; then
-  OVDET_SHAPEWORLD_CLIP="$TOWER" "$BIN/ovdet" train experiment=shapeworld_ovd \
-    paths.data_dir="$WORK/data" hydra.run.dir="$WORK/runs/detector_distilled" trainer.max_epochs="$DET_EPOCHS"
-fi
+train_head "$TOWER" "$WORK/runs/detector_distilled"
 
 stage "6/7 tune on seed 2000; evaluate on the held-out seed 1000 (all 16 names) -> $RESULTS"
 if [ ! -f "$WORK/tuning.json" ]; then
