@@ -146,6 +146,21 @@ def test_registry_offers_only_what_the_server_found(model_dir, tmp_path):
         ModelRegistry.discover(None, tmp_path / "no_default", [tmp_path / "not_a_model"])
 
 
+def test_the_threshold_slider_starts_at_the_default_models_own_threshold(model_dir, tmp_path):
+    from ovdet.assets import DEFAULT_MODEL
+
+    registry = ModelRegistry.discover(None, DEFAULT_MODEL, [model_dir.parent])
+    if (DEFAULT_MODEL / "config.json").is_file():
+        shipped = json.loads((DEFAULT_MODEL / "config.json").read_text())["threshold"]
+        assert registry.threshold(registry.default) == shipped  # the embedded model's tuned threshold
+    own = json.loads((model_dir / "config.json").read_text())["threshold"]
+    assert registry.threshold("tiny") == own
+    (tmp_path / "owl").mkdir()
+    (tmp_path / "owl" / "config.json").write_text('{"model_type": "owlvit"}')  # no threshold key
+    assert ModelRegistry({"owl": str(tmp_path / "owl")}).threshold("owl") == 0.6
+    assert ModelRegistry({"hub": "org/name"}).threshold("hub") == 0.6  # not a folder: nothing is read
+
+
 def test_worker_times_out_and_runs_one_call_at_a_time():
     release = threading.Event()
     with pytest.raises(RequestTimeout, match="longer than 0.2 s"):

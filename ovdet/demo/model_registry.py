@@ -64,6 +64,16 @@ class ModelRegistry:
     def default(self) -> str:
         return self.names[0]
 
+    def threshold(self, name: str, fallback: float = 0.6) -> float:
+        """The score threshold a model folder names in its config.json (the embedded model: its tuned one),
+        read without loading the model; `fallback` for folders without one (OWL, bare CLIP) or hub ids."""
+        try:
+            value = json.loads((Path(self.models[name]) / CONFIG_NAME).read_text(encoding="utf-8")).get("threshold")
+        except (KeyError, OSError, ValueError, AttributeError):
+            return fallback
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+        return float(value) if ok else fallback
+
     def get(self, name: str) -> Detector:
         """The detector behind a picker name, loaded once; ValueError for any other value."""
         if not isinstance(name, str) or name not in self.models:

@@ -110,6 +110,9 @@ class CLIPResNetBackbone(VisionBackbone):
         """[K, C3, r, r] layer3 features RoI-aligned over boxes (r = `region_roi_size`) -> [K, E] joint-space
         embeddings (not normalised): the tower's own last stage and attention pool run on each box (Faster
         R-CNN's C4 head with CLIP's weights). The image is encoded once; only layer4 runs per box, on r x r."""
+        weight = next((p for p in self.vision.layer4.parameters() if p.is_floating_point()), None)
+        if weight is not None:  # bf16 weights (set_precision): the input follows, as whole-tower calls are cast
+            rois = rois.to(weight.dtype)
         return self.global_embedding(self.vision.layer4(rois))  # [K, C, r/2, r/2] -> [K, E]
 
     def feature_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
