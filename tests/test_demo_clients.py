@@ -200,8 +200,10 @@ def test_the_api_names_every_input_and_output(registry, tmp_path):
     assert labels == ["Detections", "Detections table", "Summary",
                       "Detections as JSON (same schema as `ovdet detect --out`)"]
     optional = {p["parameter_name"]: p["parameter_default"] for p in info["parameters"] if p["parameter_has_default"]}
-    assert optional == {"negatives": None, "box": None, "crop": None, "model": "tiny", "threshold": 0.6,
-                        "nms": 0.5, "max_detections": 100}
+    # The threshold's default is the default model's own (its config.json: 0.1 for this tiny model).
+    assert optional == {"negatives": None, "box": None, "crop": None, "model": "tiny",
+                        "threshold": registry.threshold("tiny"), "nms": 0.5, "max_detections": 100}
+    assert registry.threshold("tiny") == 0.1
     required = [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
     assert required == ["image", "queries"]
 
