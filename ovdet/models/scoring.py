@@ -65,13 +65,13 @@ def build_query_bank(
     if negatives:
         bank.negatives = detector.encode_queries(negatives, templates, reduce=reduce)
     if detector.rescorer is not None:
-        bank.reference = _reference(detector, queries, templates)
+        bank.reference = _reference(detector, templates)
         if negatives:
-            bank.negative_reference = _reference(detector, queries + negatives, templates)
+            bank.negative_reference = bank.reference  # all reference names either way (see _reference)
     return bank
 
 
-def _reference(detector, asked: list[str], templates) -> torch.Tensor | None:
+def _reference(detector, templates) -> torch.Tensor | None:
     """The re-scorer's reference names embedded, [R, E], or None. All of them, asked or not: an asked one is
     dropped from the softmax by its embedding (as in an exported file) and marks that query as a base name."""
     names = detector.rescorer.reference
