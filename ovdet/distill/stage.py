@@ -8,7 +8,6 @@ itself, seen as a region tower; `distill_module` turns it into a `DenseDistillMo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from ovdet.distill.module import DenseDistillModule
@@ -38,18 +37,14 @@ class DistillTower:
 
 def distill_module(
     detector: DistillTower,
-    optimizer: Callable,
-    trainable_layers: int = 1,
-    max_split: int = 4,
-    seed: int = 0,
-    scheduler: Callable | None = None,
-    context: float = 0.0,
     proposals: str | None = None,
     proposal_threshold: float = 0.3,
     max_proposals: int = 8,
+    **settings,
 ) -> DenseDistillModule:
     """`DenseDistillModule` on the tower of `detector` (named so by `_fit`), which keeps the `LoadedCLIP` to save.
-    `proposals`: a detector folder whose class-agnostic boxes the stage distils on (`DetectorProposals`)."""
+    `proposals`: a detector folder whose class-agnostic boxes the stage distils on (`DetectorProposals`);
+    `settings`: the module's own arguments (optimizer, trainable_layers, max_split, seed, scheduler, context)."""
     proposer = None
     if proposals is not None:
         from ovdet.distill.proposal_boxes import DetectorProposals
@@ -57,8 +52,7 @@ def distill_module(
         backbone = detector.backbone
         proposer = DetectorProposals(str(proposals), detector.image_size, backbone.image_mean, backbone.image_std,
                                      proposal_threshold, max_proposals)
-    module = DenseDistillModule(detector.tower, optimizer, trainable_layers=trainable_layers, max_split=max_split,
-                                seed=seed, scheduler=scheduler, context=context, proposals=proposer)
+    module = DenseDistillModule(detector.tower, proposals=proposer, **settings)
     module.loaded_clip = detector.clip  # not an nn.Module: the student's weights are the clip's own modules
     module.clip_source = str(Path(detector.source))
     return module
