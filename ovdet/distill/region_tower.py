@@ -170,6 +170,9 @@ class SiglipRegionTower(RegionTower):
 def region_tower(clip: LoadedCLIP) -> RegionTower:
     """The region view of a loaded CLIP's vision tower (ResNet, transformers-layout ViT, or SigLIP)."""
     backbone = clip.backbone
+    own = getattr(backbone, "region_tower", None)  # a family that brings its own view (ALIGN, EVA, MobileCLIP...)
+    if callable(own):
+        return own(clip)
     if isinstance(backbone, CLIPResNetBackbone):
         return ResNetRegionTower(backbone)
     if isinstance(backbone, SiglipVisionBackbone):

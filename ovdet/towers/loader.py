@@ -50,7 +50,9 @@ def load_clip(name_or_path: str | Path, trainable_layers: int = 0) -> LoadedCLIP
 def load_clip_folder(folder: Path, reference: str, trainable_layers: int = 0) -> LoadedCLIP:
     """The towers of a local model folder; `reference` (what the user named) identifies them."""
     if detect_format(folder) == "open_clip":
-        return _load_open_clip(folder, reference, trainable_layers)
+        from ovdet.towers.open_clip_folder import load_open_clip_folder
+
+        return load_open_clip_folder(folder, reference, trainable_layers)
     model_type = _local_model_type(folder)
     if model_type == "clip":
         return _load_hf_clip(folder, reference, trainable_layers)
@@ -62,20 +64,6 @@ def load_clip_folder(folder: Path, reference: str, trainable_layers: int = 0) ->
     raise ModelNotAvailableError(
         f"'{reference}' is a model of type {model_type!r}, which ovdet cannot load{hint}; supported: {SUPPORTED}"
     )
-
-
-def _load_open_clip(folder: Path, reference: str, trainable_layers: int) -> LoadedCLIP:
-    """ResNet towers (`vision_cfg.layers` a list of 4) stay open_clip models; ViTs become transformers CLIPs."""
-    from ovdet.towers.open_clip_vit import WEIGHTS_NAME, load_open_clip_vit, read_config
-
-    if not (folder / WEIGHTS_NAME).is_file():
-        raise ModelNotAvailableError(f"open_clip folder '{folder}' has no {WEIGHTS_NAME} (ovdet loads safetensors only)")
-    layers = (read_config(folder)["model_cfg"].get("vision_cfg") or {}).get("layers", 12)
-    if isinstance(layers, (list, tuple)):
-        from ovdet.towers.open_clip_io import load_open_clip
-
-        return load_open_clip(folder, trainable_layers=trainable_layers, reference=reference)
-    return load_open_clip_vit(folder, trainable_layers, reference=reference)
 
 
 def _local_model_type(path: Path) -> str:
