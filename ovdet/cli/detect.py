@@ -158,7 +158,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovdet.models.text_encoder import validate_queries
+    from ovdet.text.queries import validate_queries
 
     # fail fast, before loading a model; a --vocab-cache alone brings its own names
     alone = args.vocab_cache is None and not args.exemplars  # nothing else brings queries

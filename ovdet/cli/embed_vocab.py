@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovdet.assets import resolve_model
     from ovdet.models.detector import Detector
-    from ovdet.models.text_encoder import validate_queries
+    from ovdet.text.queries import validate_queries
     from ovdet.text.templates import resolve_templates
     from ovdet.text.vocab_cache import VocabCache, check_vocab_cache_target, resolve_vocabulary, write_vocab_cache
 

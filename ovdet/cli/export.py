@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 def check_args(args: argparse.Namespace) -> list[str]:
     """Option values, inputs and both output files (`--out` and its `.json` sidecar), in one line each;
     returns the validated queries."""
-    from ovdet.models.text_encoder import validate_queries
+    from ovdet.text.queries import validate_queries
     from ovdet.safe_write import check_output_path
     from ovdet.text.templates import resolve_templates
 

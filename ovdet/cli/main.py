@@ -38,7 +38,8 @@ def _optional_commands():
     """Subcommands whose modules may pull heavy dependencies; each adds itself if present."""
     import importlib
 
-    for name in ("shapeworld", "train", "evaluate", "export", "embed_vocab", "benchmark", "demo"):
+    for name in ("shapeworld", "train", "evaluate", "export", "embed_vocab", "benchmark", "demo", "label", "index",
+                 "search"):
         try:
             yield importlib.import_module(f"ovdet.cli.{name}")
         except ModuleNotFoundError as err:

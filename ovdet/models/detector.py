@@ -171,13 +171,33 @@ class Detector(nn.Module):
 
     # ---- speed (answers unchanged within bf16 rounding; see ovdet.models.precision) -------------
     precision = "fp32"
+    runtime = "torch"
 
     def set_precision(self, precision: str = "auto", calibration: list | None = None) -> str:
         """Run the vision tower in "bf16", "int8" or "fp32" ("auto": bf16 where it is faster); returns what is
-        in force. `calibration`: images a ResNet tower's int8 activation ranges are taken from."""
+        in force. `calibration`: images a ResNet tower's int8 activation ranges are taken from. Under another
+        runtime (`set_runtime`) the precision is that runtime's."""
         from ovdet.models.precision import set_precision
 
+        self.__dict__["_requested_precision"] = precision
+        if self.runtime != "torch":
+            self.set_runtime(self.runtime, precision, calibration)
+            return self.runtime_precision
         return set_precision(self, precision, calibration)
+
+    def set_runtime(self, runtime: str = "torch", precision: str | None = None, calibration: list | None = None) -> str:
+        """Run the network on "torch", "onnxruntime" or "openvino" (ovdet's own exported graph, cached on disk), or
+        "auto" (the fastest installed, measured once on this machine); texts, exemplars, negatives and
+        post-processing stay ovdet's own. Returns the runtime in force. `precision` None: the last one asked for."""
+        from ovdet.runtime.runtime_setting import set_runtime
+
+        return set_runtime(self, runtime, precision, calibration)
+
+    @property
+    def runtime_precision(self) -> str:
+        """The precision the network runs in, on whichever runtime."""
+        engine = self.__dict__.get("_engine")
+        return engine.precision if engine is not None else self.precision
 
     def set_compile(self, enabled: bool = True, **options) -> None:
         """Compile the vision backbone with `torch.compile` (in place, state_dict unchanged), or undo it."""

@@ -19,8 +19,8 @@ BOX_BIASES = ("centre", "corner")  # ovdet's cell-centre prior / OWL-ViT's grid-
 MAX_JSON_DEPTH = 6  # a config nests at most a few levels (rescore.reference): deeper is refused unread
 MAX_LIST_ITEMS = 10_000
 # The formats `Detector.config` records in clip.format (LoadedCLIP.format): transformers CLIP, SigLIP, OWL-ViT,
-# OWLv2, and open_clip ResNets (open_clip ViTs load as transformers CLIPs, "hf").
-CLIP_FORMATS = ("hf", "siglip", "owlvit", "owlv2", "open_clip")
+# OWLv2, ALIGN, MetaCLIP 2, SigLIP2 NaFlex, and open_clip ResNets (open_clip ViTs load as transformers CLIPs, "hf").
+CLIP_FORMATS = ("hf", "siglip", "owlvit", "owlv2", "open_clip", "align", "metaclip_2", "siglip2")
 # Every template and reference name is a text-tower pass before the first image is scored (~22 ms each on a
 # CPU with a B/32: 10,000 took 220 s); CLIP's own ensemble, the largest set ovdet ships (clip80), has 80.
 MAX_TEMPLATES = 100

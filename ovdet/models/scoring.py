@@ -80,7 +80,11 @@ def _reference(detector, templates) -> torch.Tensor | None:
 
 def score(detector, pixel_values: torch.Tensor, bank: QueryBank, rescore: bool = True) -> dict[str, torch.Tensor]:
     """Forward and score: the output contract, plus `negative_veto` [B, P, Q + X] when the bank has negatives.
-    `rescore` False scores with the head alone even where the detector has a crop re-scorer."""
+    `rescore` False scores with the head alone even where the detector has a crop re-scorer. A detector handed to
+    another runtime (`Detector.set_runtime`) is scored there, by its export of this very function."""
+    engine = detector.__dict__.get("_engine")
+    if engine is not None and (rescore or detector.rescorer is None):
+        return engine.score(pixel_values, bank)
     if detector.rescorer is not None and rescore:
         return _score_rescored(detector, pixel_values, bank)
     positives, num_positive = bank.positives, bank.positives.shape[-2]
@@ -108,5 +112,5 @@ def _score_rescored(detector, pixel_values: torch.Tensor, bank: QueryBank) -> di
     if bank.negatives is not None:
         joint = torch.cat([bank.positives, bank.negatives])  # [Q + X + N, E]
         joint_logits = rescorer(backbone, pixel_values, out, joint, bank.negative_reference, region_map)  # [B, P, Q + X + N]
-        out["negative_veto"] = negative_veto(joint_logits, len(bank.positives))
+        out["negative_veto"] = negative_veto(joint_logits, bank.positives.shape[0])  # a symbolic size in export
     return out

@@ -45,6 +45,33 @@ def image_normalisation(folder: str | Path, mean, std) -> tuple[tuple[float, ...
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+def efficientnet_normalisation(folder: str | Path, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(image_mean, image_std) on [0, 1] pixels that give what an `EfficientNetImageProcessor` gives (ALIGN).
+
+    ALIGN's processor does not normalise (`do_normalize` false): it rescales 0..255 by `rescale_factor`
+    (1/127.5) and subtracts 1 (`rescale_offset`), i.e. [-1, 1]; its `image_mean` / `image_std` are unused.
+    Rescale, offset, normalise and `include_top` (a second division by the std) compose into one mean/std,
+    so reading only `image_mean` / `image_std` would feed the tower other pixels. The family's `mean` /
+    `std` where the folder has no image processor.
+    """
+    data = image_processor_config(folder)
+    if not data:
+        return image_normalisation(folder, mean, std)
+    factor = float(data.get("rescale_factor", 1 / 255)) * 255.0 if data.get("do_rescale", True) else 1.0
+    if factor <= 0:
+        raise ModelNotAvailableError(f"the image processor of '{folder}' has rescale_factor {data.get('rescale_factor')!r}; it must be > 0")
+    shift = 1.0 if data.get("do_rescale", True) and data.get("rescale_offset", False) else 0.0
+    # x01 * factor - shift = (x01 - shift / factor) / (1 / factor)
+    m, s = [shift / factor] * 3, [1.0 / factor] * 3
+    if data.get("do_normalize", True):
+        n_mean, n_std = image_normalisation(folder, (0.5,) * 3, (0.5,) * 3)  # EfficientNetImageProcessor's defaults
+        m = [a + b * c for a, b, c in zip(m, n_mean, s)]  # ((x - m) / s - b) / d = (x - (m + b s)) / (s d)
+        s = [a * b for a, b in zip(s, n_std)]
+        if data.get("include_top", True):
+            s = [a * b for a, b in zip(s, n_std)]
+    return tuple(m), tuple(s)
+
+
 def processor_image_size(folder: str | Path) -> int | None:
     """The square side the image processor resizes to (`size` {"height": n, "width": n}, as OWL's); else None."""
     size = image_processor_config(folder).get("size")

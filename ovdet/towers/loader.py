@@ -23,7 +23,8 @@ from ovdet.towers.tokenizer_files import auto_tokenizer, clip_folder_tokenizer
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
-SUPPORTED = "transformers folders of model_type clip, owlvit, owlv2 or siglip, and open_clip folders (open_clip_config.json)"
+SUPPORTED = ("transformers folders of model_type clip, owlvit, owlv2, siglip, siglip2, align or metaclip_2, and "
+             "open_clip folders (open_clip_config.json)")
 _SHOWN_KEYS = 8
 
 
@@ -60,6 +61,16 @@ def load_clip_folder(folder: Path, reference: str, trainable_layers: int = 0) ->
         return _load_siglip(folder, reference, trainable_layers)
     if model_type in ("owlvit", "owlv2"):
         return load_owl_towers(folder, trainable_layers, reference)
+    if model_type == "align":
+        from ovdet.towers.align_folder import load_align_folder
+
+        return load_align_folder(folder, reference, trainable_layers)
+    if model_type == "metaclip_2":
+        return _load_metaclip_2(folder, reference, trainable_layers)
+    if model_type == "siglip2":
+        from ovdet.towers.siglip2_folder import load_siglip2_folder
+
+        return load_siglip2_folder(folder, reference, trainable_layers)
     hint = "; it is an ovdet detector: load it with Detector.from_pretrained" if model_type == "ovdet" else ""
     raise ModelNotAvailableError(
         f"'{reference}' is a model of type {model_type!r}, which ovdet cannot load{hint}; supported: {SUPPORTED}"
@@ -100,13 +111,14 @@ def json_file(folder: str | Path, filename: str) -> dict | None:
     return read_json_file(file, error=ModelNotAvailableError)
 
 
-def from_pretrained_checked(model_class, folder: str | Path, name: str | None = None):
+def from_pretrained_checked(model_class, folder: str | Path, name: str | None = None, attention: str = "sdpa"):
     """`model_class.from_pretrained(folder)` (safetensors, float32) that refuses any key mismatch.
 
     transformers would log a table of missing, unexpected and re-initialised keys and go on;
     its log is hushed and the mismatch is one `ModelNotAvailableError` that names the keys.
     Weights saved in fp16 / bf16 are loaded as float32 (transformers 5 would keep the saved dtype):
     precision is a runtime choice (`Detector.set_precision`), not a property of the file.
+    `attention` is transformers' `attn_implementation` ("eager" for a model with no SDPA path: ALIGN's BERT).
     """
     import torch
     from transformers.utils import logging as hf_logging
@@ -120,7 +132,7 @@ def from_pretrained_checked(model_class, folder: str | Path, name: str | None = 
         # ignore_mismatched_sizes: report a wrong shape as a key (refused below), not as an opaque error.
         with library_path(folder) as path:
             model, info = model_class.from_pretrained(
-                str(path), attn_implementation="sdpa", output_loading_info=True, use_safetensors=True,
+                str(path), attn_implementation=attention, output_loading_info=True, use_safetensors=True,
                 local_files_only=True, ignore_mismatched_sizes=True, dtype=torch.float32,
             )
     except (OSError, ValueError, RuntimeError) as err:
@@ -158,6 +170,35 @@ def _load_hf_clip(folder: Path, reference: str, trainable_layers: int) -> Loaded
     tokenizer = clip_folder_tokenizer(folder, model.config.text_config.vocab_size)
     mean, std = image_normalisation(folder, OPENAI_MEAN, OPENAI_STD)
     return LoadedCLIP.from_clip_model(model, tokenizer, mean, std, reference, trainable_layers)
+
+
+def _load_metaclip_2(folder: Path, reference: str, trainable_layers: int) -> LoadedCLIP:
+    """A MetaCLIP 2 (`MetaClip2Model`): a CLIP ViT and a CLIP text tower pooled at the first EOS, with its own
+    (XLM-R) tokenizer; the towers are CLIP's, so they are wrapped as CLIP's are."""
+    from transformers import MetaClip2Model
+
+    from ovdet.towers.text_hf import HFCLIPTextTower
+    from ovdet.towers.vision_vit import CLIPVisionBackbone
+
+    model = from_pretrained_checked(MetaClip2Model, folder, reference)
+    tokenizer = auto_tokenizer(folder, reference)
+    _refuse_foreign_tokenizer(tokenizer, model.config.text_config, folder)
+    mean, std = image_normalisation(folder, OPENAI_MEAN, OPENAI_STD)
+    backbone = CLIPVisionBackbone(model.vision_model, mean, std, trainable_layers=trainable_layers)
+    text = HFCLIPTextTower(model.text_model, model.text_projection, tokenizer, identity=reference)
+    return LoadedCLIP(backbone=backbone, text_tower=text, reference=reference, format="metaclip_2", model=model,
+                      tokenizer=tokenizer)
+
+
+def _refuse_foreign_tokenizer(tokenizer, text_config, folder: Path) -> None:
+    """A tokenizer whose ids overflow the text tower, or whose EOS is not the one the tower pools at, is not its own."""
+    if len(tokenizer) > text_config.vocab_size:
+        raise ModelNotAvailableError(f"the tokenizer in '{folder}' has {len(tokenizer)} tokens but its text tower only "
+                                     f"{text_config.vocab_size}: copy the model's own tokenizer files into the folder")
+    if tokenizer.eos_token_id != text_config.eos_token_id:
+        raise ModelNotAvailableError(f"the tokenizer in '{folder}' ends texts with token {tokenizer.eos_token_id} but the "
+                                     f"text tower pools at eos_token_id={text_config.eos_token_id}: copy the model's own "
+                                     "tokenizer files into the folder")
 
 
 def _load_siglip(folder: Path, reference: str, trainable_layers: int) -> LoadedCLIP:
