@@ -23,7 +23,9 @@ STAGES = ["dense_distill"]
 
 
 def test_every_experiment_file_is_tested():
-    tested = {*EXPERIMENTS, *STAGES, "shapeworld_clip"}  # shapeworld_clip: tools/pretrain_clip.py's, tested there
+    # shapeworld_clip: tools/pretrain_clip.py's, tested there; finetune_labels loads a saved detector folder
+    # (model=owl), so tests/test_label_train.py runs it on `ovdet label` output
+    tested = {*EXPERIMENTS, *STAGES, "shapeworld_clip", "finetune_labels"}
     assert set(options("experiment")) == tested
 
 

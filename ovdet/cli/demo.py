@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the demo to your network")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default=None,
+                   help="vision tower precision of every model served (as `ovdet detect --precision`); default: fp32")
+    options.add_runtime(p)
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="longest a request may take")
     p.add_argument("--max-file-size", default="10mb", help="largest upload accepted (e.g. 10mb, 500kb)")
     p.add_argument("--max-upload-storage", default="256mb",
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         registry = ModelRegistry.discover(args.model, DEFAULT_MODEL, args.models_dirs, device)
+        registry.precision, registry.runtime = args.precision, args.runtime
         registry.get(registry.default)  # load before serving: the first request should not wait for it
         print(f"ovdet demo: models {registry.names}", file=sys.stderr)
         launch(registry, sock, timeout_s=args.timeout, max_file_size=max_file_size, max_upload_storage=max_storage,

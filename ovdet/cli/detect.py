@@ -62,6 +62,7 @@ def add_parser(sub) -> None:
                         "AVX512-BF16/AMX CPUs) and the tower gains from it (ViT), else fp32; int8, for CPUs "
                         "without bf16 (CPU only): a ViT's linear layers quantised dynamically, a ResNet's "
                         "convolutions statically (calibrated once on 64 fixed ShapeWorld scenes)")
+    options.add_runtime(p)
     p.add_argument("--vocab-cache", type=Path, default=None, metavar="FILE",
                    help="text embeddings from `ovdet embed-vocab`; with no -q its names are the queries")
     p.add_argument("--out", type=Path, default=None, metavar="JSON", help="write results as JSON, one record per image")
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(device)
-    detector.set_precision(args.precision)
+    options.apply_speed(detector, args.precision, args.runtime)
     if args.vocab_cache is not None:
         names = detector.load_vocab(args.vocab_cache)
         queries = queries or names

@@ -78,6 +78,10 @@ def add_parser(sub) -> None:
                    help="per-category NMS IoU, as ovdet detect applies it; 1 keeps every box")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, or cuda:K for one chosen GPU")
     p.add_argument("--devices", type=int, default=1, help="number of devices; >1 runs DDP (one process per GPU)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default=None,
+                   help="vision tower precision (as `ovdet detect --precision`); default: fp32, the precision "
+                        "results in docs/RESULTS.md are measured in")
+    options.add_runtime(p)
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: main process)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="hide the progress bar")
     options.add_overwrite(p)
@@ -98,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     run_options = dict(batch_size=args.batch_size, workers=args.workers, max_dets=args.max_dets,
                        score_threshold=args.threshold, nms=args.nms, templates=args.templates,
                        template_mode=args.template_mode, accelerator=accelerator, devices=devices,
-                       progress=not args.no_progress)  # fmt: skip
+                       progress=not args.no_progress, precision=args.precision, runtime=args.runtime)  # fmt: skip
     overwrite = bool(getattr(args, "overwrite", False))
     if scores_saved_predictions(args.model, args.predictions, args.images):
         if args.images is not None:

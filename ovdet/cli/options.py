@@ -27,6 +27,20 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="PATH_OR_ID", help=MODEL_HELP)
 
 
+def add_runtime(p: argparse.ArgumentParser, default: str = "torch") -> None:
+    from ovdet.runtime.runtime_names import RUNTIME_HELP, RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default=default, help=RUNTIME_HELP)
+
+
+def apply_speed(detector, precision: str | None, runtime: str) -> None:
+    """`--precision` then `--runtime` on a loaded detector (precision None: left as loaded)."""
+    if precision is not None:
+        detector.set_precision(precision)
+    if runtime != "torch":
+        detector.set_runtime(runtime)
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (cuda when there is one)")
 

@@ -35,6 +35,8 @@ class ModelRegistry:
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
         self._lock = threading.Lock()
+        self.precision: str | None = None  # `ovdet demo --precision` / `--runtime`, applied to each model loaded
+        self.runtime = "torch"
 
     @classmethod
     def discover(cls, model: str | None, default_model: Path, search_dirs=(), device: str = "cpu") -> "ModelRegistry":
@@ -82,6 +84,10 @@ class ModelRegistry:
         with self._lock:
             if name not in self._loaded:
                 detector = Detector.from_pretrained(self.models[name]).to(self.device).eval()
+                if self.precision is not None or self.runtime != "torch":
+                    from ovdet.cli.options import apply_speed
+
+                    apply_speed(detector, self.precision, self.runtime)
                 self._loaded[name] = detector
                 while len(self._loaded) > self.max_loaded:
                     self._loaded.popitem(last=False)

@@ -41,6 +41,8 @@ def evaluate_model(
     progress: bool = True,
     verbose: bool = False,
     overwrite: bool = False,
+    precision: str | None = None,
+    runtime: str = "torch",
 ) -> EvalResult | None:
     """Evaluate a detector on a COCO or LVIS json, or evaluate saved COCO results.
 
@@ -78,7 +80,8 @@ def evaluate_model(
         dets, meta = run_detector(model, entries, images, cats, templates=templates, template_mode=template_mode,
                                   batch_size=batch_size, workers=workers, max_dets=max_dets,
                                   score_threshold=score_threshold, nms=nms, accelerator=accelerator,
-                                  devices=devices, progress=progress)  # fmt: skip
+                                  devices=devices, progress=progress, precision=precision,
+                                  runtime=runtime)  # fmt: skip
         if dets is None:
             return None  # a non-zero DDP rank: rank 0 evaluates and writes
         meta["vocabulary"] = vocabulary
@@ -106,7 +109,11 @@ def run_detector(
     from ovdet.inference import predict_coco
     from ovdet.models.detector import Detector
 
+    from ovdet.cli.options import apply_speed
+
+    precision, runtime = options.pop("precision", None), options.pop("runtime", "torch")
     detector = model if isinstance(model, Detector) else Detector.from_pretrained(str(model))
+    apply_speed(detector, precision, runtime)
     meta = {
         "model": str(model) if not isinstance(model, Detector) else type(model).__name__,
         "untrained": detector.untrained,
@@ -117,6 +124,8 @@ def run_detector(
         "detections_per_image": options.get("max_dets", 300),  # what the run kept; `max_dets`: what scoring counts
         "score_threshold": options.get("score_threshold", 0.0),
         "nms": options.get("nms"),
+        "runtime": detector.runtime,
+        "precision": detector.runtime_precision,
     }
     skipped: list[dict] = []
     dets = predict_coco(detector.eval(), entries, images_dir, categories, skipped=skipped, **options)

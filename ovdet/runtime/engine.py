@@ -16,6 +16,7 @@ from ovdet.models.negative_queries import negative_veto
 from ovdet.runtime.graph_cache import build_once, graph_folder
 from ovdet.runtime.runtime_graph import VARIANTS, export_graph
 
+ONNX_NAME = "model.onnx"
 CALIBRATION_NAMES = ("object", "person", "car", "dog", "circle", "square", "star", "triangle")
 
 
@@ -54,9 +55,17 @@ class RuntimeEngine:
         return self._graphs[variant]
 
     def export_fp32(self, path, variant: str):
-        """ovdet's ONNX graph of `variant`, exported from the torch detector in fp32."""
-        with torch_path(self.detector):
-            return export_graph(self.detector, variant, path)
+        """ovdet's ONNX graph of `variant`, exported from the torch detector in fp32 once and shared by every
+        runtime and precision (copied to `path`)."""
+        import shutil
+
+        def export(folder):
+            with torch_path(self.detector):
+                export_graph(self.detector, variant, folder / ONNX_NAME)
+
+        source = build_once(graph_folder(self.detector, "onnx", "fp32", variant), export)
+        shutil.copyfile(source / ONNX_NAME, path)
+        return path
 
     def run(self, variant: str, *inputs: torch.Tensor) -> list[torch.Tensor]:
         names = VARIANTS[variant][0]
