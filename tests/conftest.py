@@ -11,6 +11,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128-val"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ovdet_cache(tmp_path_factory):
+    """ovdet's cache (exported graphs, measured runtime and kernel choices) in a temporary folder, never the
+    user's: a test run neither reads a stale graph nor leaves one behind."""
+    if "OVDET_CACHE" not in os.environ:
+        os.environ["OVDET_CACHE"] = str(tmp_path_factory.mktemp("ovdet-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     from tiny_clip import save_tiny_clip

@@ -98,8 +98,10 @@ def test_training_autograd_and_bf16_autocast_take_the_right_path():
             bf16(torch.randn(5, 48))  # no autocast: the plain forward's own dtype error, not a silent cast
 
 
-def test_detector_set_precision_packs_the_tower_and_head(tiny_clip_dir):
+def test_detector_set_precision_packs_the_tower_and_head(tiny_clip_dir, monkeypatch):
     from ovdet.models.detector import Detector
+
+    monkeypatch.setenv("OVDET_LINEAR_KERNEL", "packed")  # where this CPU measured packing faster
 
     det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -146,3 +148,30 @@ def test_bf16_layers_stay_plain_where_onednn_has_no_bf16_linear(monkeypatch):
         packed.bfloat16()  # cast after packing (as Bf16Weights does): the forward falls back instead of repacking
         assert torch.equal(packed(x.bfloat16()), plain)
     assert cpu_linear.packable_dtypes() == (torch.float32,)
+
+
+def test_the_kernel_choice_is_measured_once_and_cached(tmp_path, monkeypatch):
+    from ovdet.towers import kernel_choice
+
+    monkeypatch.setenv("OVDET_CACHE", str(tmp_path))
+    monkeypatch.delenv("OVDET_LINEAR_KERNEL", raising=False)
+    net = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+    measured = []
+    real = kernel_choice._measure
+    monkeypatch.setattr(kernel_choice, "_measure", lambda *a: measured.append(a) or real(*a))
+    first = kernel_choice.packed_is_faster(net, tokens=50)
+    assert measured and measured[0][0] == (50, 32, 64)  # the largest layer's shape, at the detector's token count
+    assert kernel_choice.packed_is_faster(net, tokens=50) == first and len(measured) == 1  # read back
+    assert (tmp_path / kernel_choice.CHOICE_FILE).is_file()
+    monkeypatch.setenv("OVDET_LINEAR_KERNEL", "plain")
+    assert kernel_choice.packed_is_faster(net, tokens=50) is False
+
+
+def test_set_precision_follows_the_measured_choice(tiny_clip_dir, monkeypatch):
+    from ovdet.models.detector import Detector
+
+    det = Detector.from_clip(str(tiny_clip_dir), image_size=64).eval()
+    for forced, kind in (("plain", nn.Linear), ("packed", PackedLinear)):
+        monkeypatch.setenv("OVDET_LINEAR_KERNEL", forced)
+        det.set_precision("fp32")
+        assert {type(m) for m in det.backbone.vision.modules() if isinstance(m, nn.Linear)} == {kind}

@@ -162,7 +162,12 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
                              else int8_tower(vision))
         backbone.vision = state["int8"]
     on_cpu = detector.device.type == "cpu"
-    for module in (backbone.vision, detector.head):  # oneDNN-prepacked Linear weights (ovdet.towers.cpu_linear)
+    if on_cpu:  # oneDNN-prepacked Linear weights where this CPU runs them faster (measured once, cached)
+        from ovdet.towers.kernel_choice import packed_is_faster
+
+        tokens = (detector.image_size // backbone.stride) ** 2
+        on_cpu = packed_is_faster(state["fp32"], tokens, torch.bfloat16 if resolved == "bf16" else torch.float32)
+    for module in (backbone.vision, detector.head):  # (ovdet.towers.cpu_linear)
         if on_cpu:
             pack(module)
         else:
