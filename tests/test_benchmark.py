@@ -1,5 +1,6 @@
 """The benchmark: timing rule, plan, side-by-side rows and Markdown; `ovdet benchmark --quick` end to end."""
 
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -44,8 +45,10 @@ def test_plan_pairs_each_vit_and_batch_once_at_the_first_query_count():
     settings = BenchmarkSettings(models=["b32", "embedded"], batches=[1, 8], queries=[5, 1203],
                                  precisions=["fp32", "int8"], paired_rounds=3)  # fmt: skip
     paired = [s for s in plan(settings, {m: {"image_size": 768} for m in settings.models}) if s["impl"] == "paired"]
-    assert [(s["model"], s["batch"], s["queries"]) for s in paired] == [("b32", 1, 5), ("b32", 8, 5)]
-    assert all(s["precisions"] == ["fp32", "int8"] and s["rounds"] == 3 for s in paired)
+    # the embedded model has no transformers twin: it is paired against its own torch path, without peers
+    assert [(s["model"], s["batch"], s["queries"]) for s in paired] == [("b32", 1, 5), ("b32", 8, 5),
+                                                                         ("embedded", 1, 5), ("embedded", 8, 5)]
+    assert all(s["precisions"] == ["fp32", "int8"] and s["rounds"] == 3 for s in paired if s["model"] == "b32")
     assert not any(s["impl"] == "paired" for s in plan(BenchmarkSettings(models=["b32"]), {"b32": {"image_size": 768}}))
 
 
@@ -60,6 +63,23 @@ def test_paired_rounds_time_both_sides_in_turn(tmp_path):
     assert set(times) == {"reference", "fp32"} and all(len(t) == 3 and min(t) > 0 for t in times.values())
     ratios = sorted(r / t for r, t in zip(times["reference"], times["fp32"]))
     assert paired["speedup"]["fp32"] == {"median": pytest.approx(ratios[1]), "min": ratios[0], "max": ratios[2]}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_runtimes_and_peers_are_paired_with_their_outputs_checked(tmp_path, monkeypatch):
+    from ovdet.benchmark.measure import measure_paired
+    from ovdet.benchmark.models import save_random_models
+
+    monkeypatch.setenv("OVDET_CACHE", str(tmp_path / "cache"))
+    spec = {"model": "tiny", "batch": 1, "queries": 3, "image_size": 64, "warmup": 1, "rounds": 2,
+            "precisions": ["fp32"], "runtimes": ["torch", "onnxruntime"], "peers": ["onnxruntime"],
+            **save_random_models("tiny", 64, tmp_path)}  # fmt: skip
+    paired = measure_paired(spec)["paired"]
+    assert set(paired["times_s"]) == {"reference", "onnxruntime", "fp32", "fp32/onnxruntime"}
+    agreement = paired["agreement"]
+    assert max(agreement["onnxruntime"].values()) < 1e-4  # transformers' graph in onnxruntime: relative
+    for side in ("fp32", "fp32/onnxruntime"):  # ovdet on the very OwlViT folder: absolute, against the scale
+        assert agreement[side]["logits"] <= 1e-4 * agreement[side]["largest"]["logits"]
 
 
 def _doc():

@@ -67,19 +67,11 @@ def reference_step(spec: dict):
     """One call of transformers' OwlViT (or OWLv2 for the owlv2 model), text re-encoded each time."""
     if spec["model"] == "owlv2":
         return owlv2_reference_step(spec)
-    from transformers import OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
-
-    from ovdet.text.tokenizer import clip_tokenizer
+    from transformers import OwlViTForObjectDetection
 
     device = spec.get("device", "cpu")
     model = OwlViTForObjectDetection.from_pretrained(spec["owlvit_dir"], attn_implementation="sdpa").eval().to(device)
-    size = spec["image_size"]
-    tokenizer = clip_tokenizer()  # its own copy
-    tokenizer.model_max_length = model.config.text_config.max_position_embeddings  # OWL-ViT's: 16 tokens
-    processor = OwlViTProcessor(
-        image_processor=OwlViTImageProcessor(size={"height": size, "width": size}, crop_size={"height": size, "width": size}),
-        tokenizer=tokenizer,
-    )  # fmt: skip
+    processor = owlvit_processor(spec)
     images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
 
     @torch.inference_mode()
@@ -88,6 +80,21 @@ def reference_step(spec: dict):
         return model(**inputs)
 
     return step
+
+
+def owlvit_processor(spec: dict):
+    """OwlViT's processor at the benchmark's image size, with CLIP's tokenizer padded to OWL's 16 tokens."""
+    from transformers import OwlViTImageProcessor, OwlViTProcessor
+
+    from ovdet.text.tokenizer import clip_tokenizer
+
+    size = spec["image_size"]
+    tokenizer = clip_tokenizer()  # its own copy
+    tokenizer.model_max_length = 16  # OWL-ViT's text context
+    return OwlViTProcessor(
+        image_processor=OwlViTImageProcessor(size={"height": size, "width": size}, crop_size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+    )  # fmt: skip
 
 
 def owlv2_reference_step(spec: dict):
@@ -106,26 +113,27 @@ def owlv2_reference_step(spec: dict):
     return step
 
 
-def owlv2_agreement(detector, owl_dir: str) -> dict:
-    """ovdet vs transformers on the same folder, photo and queries: max abs difference of every output."""
-    from transformers import Owlv2ForObjectDetection, Owlv2Processor
+def owl_agreement(detector, spec: dict) -> dict:
+    """ovdet vs transformers on the same OWL folder, photo and queries: max abs difference of every output."""
+    from ovdet.benchmark.peers import owl_model_and_processor
 
-    model = Owlv2ForObjectDetection.from_pretrained(owl_dir, attn_implementation="sdpa").eval()
-    processor = Owlv2Processor.from_pretrained(owl_dir)
+    model, processor = owl_model_and_processor(spec)
     image, names = synthetic_images(1), synthetic_names(5)
     model.to(detector.device)
     with torch.inference_mode():
         ref = model(**processor(text=[names], images=image, return_tensors="pt").to(detector.device))
         out = detector.predict(detector.preprocessor.to_model(image), names)
-    pairs = {"pred_boxes": (out["pred_boxes"], ref.pred_boxes), "logits": (out["logits"], ref.logits),
-             "objectness": (out["objectness"], ref.objectness_logits)}
+    pairs = {"pred_boxes": (out["pred_boxes"], ref.pred_boxes), "logits": (out["logits"], ref.logits)}
+    if spec["model"] == "owlv2":
+        pairs["objectness"] = (out["objectness"], ref.objectness_logits)
     diffs = {k: float((a - b).abs().max()) for k, (a, b) in pairs.items()}
     # the scale the differences are rounding of (random weights give objectness logits in the thousands)
     return {**diffs, "largest": {k: float(b.abs().max()) for k, (a, b) in pairs.items()}}
 
 
-def ovdet_detector(spec: dict, precision: str):
-    """The spec's model as an ovdet Detector in `precision`; returns (detector, resolved precision)."""
+def ovdet_detector(spec: dict, precision: str, runtime: str = "torch", identical: bool = False):
+    """The spec's model as an ovdet Detector in `precision` on `runtime`; returns (detector, resolved precision).
+    `identical`: load the very OWL folder transformers loads (same weights, same head), not a new head on its CLIP."""
     from ovdet.benchmark.models import EMBEDDED_VARIANTS, embedded_scoring
     from ovdet.models.detector import Detector
 
@@ -134,10 +142,16 @@ def ovdet_detector(spec: dict, precision: str):
         embedded_scoring(detector, spec["model"])
     elif spec["model"] == "owlv2":
         detector = Detector.from_pretrained(spec["owl_dir"])  # the very folder transformers loads
+    elif identical:
+        detector = Detector.from_pretrained(spec["owlvit_dir"])
     else:
         detector = Detector.from_clip(spec["clip_dir"], image_size=spec["image_size"])
     detector.eval().to(spec.get("device", "cpu"))
-    return detector, detector.set_precision(precision)
+    resolved = detector.set_precision(precision)
+    if runtime != "torch":
+        detector.set_runtime(runtime, precision)
+        resolved = detector.runtime_precision
+    return detector, resolved
 
 
 def ovdet_step(detector, spec: dict, images: list):
@@ -158,7 +172,7 @@ def measure_ovdet(spec: dict) -> dict:
     step = ovdet_step(detector, spec, images)
     result = {"precision": precision}
     if spec["model"] == "owlv2" and precision == "fp32":
-        result["agreement"] = owlv2_agreement(detector, spec["owl_dir"])  # same run, identical weights
+        result["agreement"] = owl_agreement(detector, spec)  # same run, identical weights
     if spec.get("compile"):  # freezing: weights become constants the compiler can prepack (frozen tower)
         detector.set_compile(True, dynamic=False, options={"freezing": True})
         start = time.perf_counter()
@@ -221,23 +235,67 @@ def measure_backbone(detector, pixel_values: torch.Tensor, spec: dict) -> dict:
 
 
 def measure_paired(spec: dict) -> dict:
-    """The reference and ovdet (each of `spec["precisions"]`, text cached) in one process, called in turn
-    for `spec["rounds"]` rounds: the VM's minute-to-minute speed swings (up to 40 % here) hit both sides of
-    a round alike, so the per-round ratios are steadier than ratios of medians taken minutes apart."""
-    steps = {"reference": reference_step(spec)}
-    for precision in spec["precisions"]:
-        detector, resolved = ovdet_detector(spec, precision)
-        steps[resolved] = ovdet_step(detector, spec, synthetic_images(spec["batch"]))
+    """The reference, its peers (`spec["peers"]`, see `ovdet.benchmark.peers`) and ovdet (each of
+    `spec["precisions"]` on each of `spec["runtimes"]`, through `Detector.detect`: pre- and post-processing
+    included, text cached) in one process, called in turn for `spec["rounds"]` rounds: the VM's minute-to-minute
+    speed swings (up to 40 % here) hit every side of a round alike, so the per-round ratios are steadier than
+    ratios of medians taken minutes apart. Every side's outputs are compared with transformers' in the same run
+    (`agreement`: largest difference relative to the reference's largest value; ovdet's: absolute, with scale)."""
+    from ovdet.benchmark.peers import peer_step
+
+    from ovdet.benchmark.models import EMBEDDED_VARIANTS
+
+    images, names = synthetic_images(spec["batch"]), synthetic_names(spec["queries"])
+    own = spec["model"] in EMBEDDED_VARIANTS  # no transformers twin: the reference is ovdet's torch fp32 path
+    if own:
+        reference, _ = ovdet_detector(spec, "fp32")
+        steps = {"reference": detect_step(reference, images, names)}
+    else:
+        steps = {"reference": reference_step(spec)}
+    agreement: dict[str, dict] = {}
+    for peer in spec.get("peers", []):
+        try:
+            steps[peer], agreement[peer] = peer_step(spec, peer, images, names)
+        except Exception as err:  # a peer that cannot convert this model is reported, not fatal
+            agreement[peer] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
+    for runtime in spec.get("runtimes", ["torch"]):
+        for precision in spec["precisions"]:
+            detector, resolved = ovdet_detector(spec, precision, runtime, identical=True)
+            name = resolved if runtime == "torch" else f"{resolved}/{runtime}"
+            if name in steps:
+                continue
+            steps[name] = detect_step(detector, images, names)
+            agreement[name] = output_agreement(detector, reference, names) if own else owl_agreement(detector, spec)
     for step in steps.values():
-        for _ in range(max(spec["warmup"], 1)):  # caches, oneDNN primitives, the text cache
+        for _ in range(max(spec["warmup"], 1)):  # caches, oneDNN primitives, the text cache, compiled graphs
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(spec["rounds"]):
         for name, step in steps.items():
             times[name].append(round(call_seconds(step), 4))
     ratios = {name: [r / t for r, t in zip(times["reference"], ts)] for name, ts in times.items() if name != "reference"}
-    return {"paired": {"rounds": spec["rounds"], "times_s": times,
+    return {"paired": {"rounds": spec["rounds"], "times_s": times, "agreement": agreement,
                        "speedup": {n: {"median": float(np.median(r)), "min": min(r), "max": max(r)} for n, r in ratios.items()}}}
+
+
+def output_agreement(detector, reference, names: list[str]) -> dict:
+    """Largest difference of every output between two ovdet detectors on one image, with the reference's scale."""
+    pixels = reference.preprocessor.to_model(synthetic_images(1))
+    with torch.inference_mode():
+        got, ref = detector.predict(pixels, names), reference.predict(pixels, names)
+    keys = ("pred_boxes", "logits", "objectness")
+    return {**{k: float((got[k] - ref[k]).abs().max()) for k in keys},
+            "largest": {k: float(ref[k].abs().max()) for k in keys}}
+
+
+def detect_step(detector, images: list, names: list[str]):
+    """`Detector.detect` on PIL images: ovdet's whole path, pre- and post-processing included."""
+
+    @torch.inference_mode()
+    def step():
+        return detector.detect(images, names, threshold=0.1)
+
+    return step
 
 
 def measure_onnx(spec: dict) -> dict:

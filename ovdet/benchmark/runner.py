@@ -34,7 +34,10 @@ class BenchmarkSettings:
         measured with slow_runs calls (see `measure.timed_runs`); the JSON records every count.
     paired_rounds: above 0, each model with a transformers twin is also timed against it in one
         process, the two called in turn for this many rounds (`measure.measure_paired`), per batch
-        size at the first query count.
+        size at the first query count. The embedded model, which has no transformers twin, is paired against
+        its own torch path at fp32.
+    runtimes: what runs ovdet's network (torch, onnxruntime, openvino, auto), each timed in the paired mode.
+    peers: transformers' OWL graph converted whole by other runtimes (`ovdet.benchmark.peers`), paired mode.
     """
 
     models: list[str] = field(default_factory=lambda: ["b32", "b16", "embedded"])
@@ -51,6 +54,8 @@ class BenchmarkSettings:
     onnx_models: list[str] = field(default_factory=list)
     compile: bool = False
     paired_rounds: int = 0
+    runtimes: list[str] = field(default_factory=lambda: ["torch"])
+    peers: list[str] = field(default_factory=list)
     child_timeout_s: float = 1800.0
     device: str = "cpu"
 
@@ -95,9 +100,11 @@ def plan(settings: BenchmarkSettings, dirs: dict[str, dict]) -> list[dict]:
                                       "backbone": first, "compile": settings.compile})  # fmt: skip
                 if model in settings.onnx_models and "onnx_paths" in dirs[model]:
                     specs.append({**base, "impl": "onnxruntime", "precision": "fp32"})
-                if settings.paired_rounds and model not in EMBEDDED_VARIANTS and queries == settings.queries[0]:
+                if settings.paired_rounds and queries == settings.queries[0]:
+                    peers = [] if model in EMBEDDED_VARIANTS else settings.peers
                     specs.append({**base, "impl": "paired", "precision": precisions[0], "precisions": precisions,
-                                  "rounds": settings.paired_rounds})  # fmt: skip
+                                  "rounds": settings.paired_rounds, "runtimes": settings.runtimes,
+                                  "peers": peers})  # fmt: skip
     return specs
 
 

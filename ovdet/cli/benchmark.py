@@ -49,6 +49,13 @@ def add_parser(sub) -> None:
                    help="also time ovdet and transformers in one process, called in turn for ROUNDS rounds (per model "
                         "and batch, first query count): the VM's speed swings hit both alike; the summary gives the "
                         "median per-round speedup (off when not given)")
+    p.add_argument("--runtime", default="torch", metavar="NAMES",
+                   help="comma list of what runs ovdet's network in the paired mode: torch, onnxruntime, openvino, auto "
+                        "(each at every --precision that runtime has)")
+    p.add_argument("--peers", default="", metavar="NAMES",
+                   help="comma list of transformers' OWL graph run whole by other runtimes, in the paired mode: "
+                        "openvino (fp32, converted as OpenVINO's OWL-ViT notebook does), openvino-int8 (NNCF), "
+                        "onnxruntime (torch.onnx export); outputs checked against transformers in the same run")
     p.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON results file")
     p.add_argument("--markdown", type=Path, default=None, metavar="MD",
                    help="write the generated section (command, summary, table) into this Markdown file")
@@ -96,7 +103,7 @@ def settings_from_args(args: argparse.Namespace):
         precisions=names(args.precision), runs=values["runs"], warmup=args.warmup, slow_call_s=values["slow_call_s"],
         slow_runs=args.slow_runs, threads=args.threads, image_size=values["image_size"], device=args.device,
         large_batch_models=names(args.large_batch_models), onnx_models=names(args.onnx), compile=args.compile,
-        paired_rounds=args.paired or 0,
+        paired_rounds=args.paired or 0, runtimes=names(args.runtime) or ["torch"], peers=names(args.peers),
     )  # fmt: skip
     _check(settings)
     return settings
@@ -115,6 +122,13 @@ def _check(settings) -> None:
         raise ValueError(f"--precision takes a comma list of {PRECISIONS}, got {settings.precisions}")
     if settings.runs < 1 or settings.slow_runs < 1:
         raise ValueError(f"--runs and --slow-runs must be >= 1, got {settings.runs} and {settings.slow_runs}")
+    from ovdet.benchmark.peers import PEERS
+    from ovdet.runtime.runtime_names import RUNTIMES
+
+    if any(r not in RUNTIMES for r in settings.runtimes):
+        raise ValueError(f"--runtime takes a comma list of {RUNTIMES}, got {settings.runtimes}")
+    if any(p not in PEERS for p in settings.peers):
+        raise ValueError(f"--peers takes a comma list of {PEERS}, got {settings.peers}")
     if settings.paired_rounds < 0:
         raise ValueError(f"--paired takes a number of rounds >= 0 (0: off), got {settings.paired_rounds}")
 
@@ -151,7 +165,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["ovdet benchmark"] + (["--quick"] if args.quick else [])
     for name in ("models", "batch", "queries", "precision", "runs", "warmup", "slow_call_s", "slow_runs", "threads",
                  "device",
-                 "image_size", "large_batch_models", "onnx", "paired", "out", "markdown", "section"):  # fmt: skip
+                 "image_size", "large_batch_models", "onnx", "paired", "runtime", "peers", "out", "markdown",
+                 "section"):  # fmt: skip
         value = getattr(args, name)
         if value not in (None, "") and not (args.quick and name in QUICK):
             parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")

@@ -168,7 +168,7 @@ def run_detection(
         exemplars.append((crop, (0, 0, *crop.size)))
     if not queries and not exemplars:
         raise ValueError("no queries: type at least one (e.g. 'star, red circle') or give an image exemplar")
-    postprocess = make_postprocess(threshold, nms, max_detections)  # bad knobs fail before the model runs
+    make_postprocess(threshold, nms, max_detections)  # bad knobs fail before the model runs
     start = time.perf_counter()
     prepared = prepare_queries(detector, queries, negatives=negatives, exemplars=exemplars)  # as `ovdet detect`
     out = predict_images(detector, [image], prepared)

@@ -151,15 +151,15 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     if backbone.vision is not state["fp32"]:
         backbone.vision = state["fp32"]  # leave int8 first
     vision = backbone.vision
-    kind = "resnet" if isinstance(backbone, CLIPResNetBackbone) else "vit"
+    kind = "resnet" if backbone.convolutional else "vit"
     resolved = resolve_precision(precision, detector.device, kind, any(p.requires_grad for p in vision.parameters()))
     weights = detector.__dict__.setdefault("_bf16_weights", Bf16Weights(vision))
     weights.set(resolved == "bf16")
     unpack(vision)  # quantisation and casts want plain nn.Linear layers
     if resolved == "int8":
         if state["int8"] is None or calibration is not None:
-            state["int8"] = (int8_resnet_tower(detector, vision, calibration) if kind == "resnet"
-                             else int8_tower(vision))
+            state["int8"] = (int8_resnet_tower(detector, vision, calibration)
+                             if isinstance(backbone, CLIPResNetBackbone) else int8_tower(vision))
         backbone.vision = state["int8"]
     on_cpu = detector.device.type == "cpu"
     if on_cpu:  # oneDNN-prepacked Linear weights where this CPU runs them faster (measured once, cached)

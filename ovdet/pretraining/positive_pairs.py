@@ -28,7 +28,6 @@ def positive_pairs(texts: list[str], attributes: list[dict | None]) -> torch.Ten
         texts: B texts, pair i is (image i, text i).
         attributes: per pair, the crop's {"shape", "color", "style", ...}, or None for a scene.
     """
-    n = len(texts)
     ids = {t: k for k, t in enumerate(dict.fromkeys(texts))}
     text_id = torch.tensor([ids[t] for t in texts])  # [B]
     pos = text_id[:, None] == text_id[None, :]  # [B, B]

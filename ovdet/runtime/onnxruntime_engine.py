@@ -54,9 +54,7 @@ class OnnxRuntimeEngine(RuntimeEngine):
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
         from onnxruntime.quantization.calibrate import CalibrationDataReader
 
-        from ovdet.towers.vision_resnet import CLIPResNetBackbone
-
-        if not isinstance(self.detector.backbone, CLIPResNetBackbone):
+        if not self.detector.backbone.convolutional:
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
             return
         feeds = iter(self.calibration_feeds(variant))

@@ -46,8 +46,6 @@ class OpenVinoEngine(RuntimeEngine):
     def _quantise(self, model, variant: str):
         import nncf
 
-        from ovdet.towers.vision_resnet import CLIPResNetBackbone
-
         feeds = self.calibration_feeds(variant)
-        kind = {} if isinstance(self.detector.backbone, CLIPResNetBackbone) else {"model_type": nncf.ModelType.TRANSFORMER}
+        kind = {} if self.detector.backbone.convolutional else {"model_type": nncf.ModelType.TRANSFORMER}
         return nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **kind)

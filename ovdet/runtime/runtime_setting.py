@@ -25,9 +25,7 @@ def runtime_precision(detector, runtime: str, requested: str) -> str:
     """What `runtime` runs for a requested precision ("auto", "fp32", "bf16", "int8")."""
     from ovdet.models.precision import resolve_precision
     from ovdet.runtime.engine import check_precision
-    from ovdet.towers.vision_resnet import CLIPResNetBackbone
-
-    kind = "resnet" if isinstance(detector.backbone, CLIPResNetBackbone) else "vit"
+    kind = "resnet" if detector.backbone.convolutional else "vit"
     fine_tuned = any(p.requires_grad for p in detector.backbone.vision.parameters())
     resolved = resolve_precision(requested, detector.device, kind, fine_tuned)
     if runtime == "torch":

@@ -28,6 +28,9 @@ class VisionBackbone(nn.Module):
 
     width: int
     stride: int
+    # a convolutional tower (ResNet, EfficientNet, FastViT): "auto" precision keeps it in fp32 on CPUs, where
+    # bf16 convolutions gain little or lose (ovdet.models.precision.resolve_precision)
+    convolutional: bool = False
     default_image_size: int
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]

@@ -14,15 +14,18 @@ from ovdet.towers.text_tower import TextTower
 class LoadedCLIP:
     """A CLIP split into a dense vision backbone and a text tower, plus what is needed to save it.
 
-    `head_init` is offered by towers trained with a sigmoid loss (SigLIP): their `logit_scale`
-    and `logit_shift` for a detection head that computes `(cos + shift) * scale`, i.e. the
-    pretraining logits `exp(t) * cos + b` with scale = exp(t), shift = b / exp(t).
+    `head_init` is offered by towers whose pretraining scale is the head's: those trained with a sigmoid
+    loss (SigLIP, SigLIP2) give `logit_scale` and `logit_shift` for a detection head that computes
+    `(cos + shift) * scale`, i.e. the pretraining logits `exp(t) * cos + b` with scale = exp(t),
+    shift = b / exp(t); ALIGN's learned temperature gives scale = 1 / temperature, shift 0.
     """
 
     backbone: VisionBackbone
     text_tower: TextTower
     reference: str  # what the user named: a hub id or a folder
-    format: str  # "hf" (transformers CLIP), "siglip", "owlvit", "owlv2" (transformers) or "open_clip"
+    # "hf" (transformers CLIP), "siglip", "owlvit", "owlv2", "align", "metaclip_2", "siglip2" (transformers: the
+    # folder's model_type, "hf" for clip) or "open_clip"
+    format: str
     model: nn.Module  # the whole CLIP, for save()
     tokenizer: object = None
     head_init: dict | None = None

@@ -23,6 +23,8 @@ class FastViTVisionBackbone(VisionBackbone):
         trainable_layers: 0 freezes the tower; N fine-tunes the last N stages and the final conv.
     """
 
+    convolutional = True
+
     def __init__(
         self,
         visual: nn.Module,

@@ -43,6 +43,8 @@ class CLIPResNetBackbone(VisionBackbone):
             get their own cells and boxes are regressed from finer detail.
     """
 
+    convolutional = True
+
     def __init__(
         self,
         vision_model: nn.Module,
