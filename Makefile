@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,demo]"
 	# lvis 0.5.3 would pull opencv-python next to albumentations' headless build: no deps.
 	$(BIN)/pip install -q --no-deps lvis==0.5.3
+	# trackers (ByteTrack for video) declares opencv-python beside the headless build too: no deps.
+	$(BIN)/pip install -q --no-deps trackers==2.6.1
 	touch $(STAMP)
 
 test: install

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ovdet.assets import DEFAULT_MODEL, resolve_model  # noqa: F401  (DEFAULT_MODEL: imported from here by tests)
 from ovdet.cli import options
-from ovdet.errors import OvdetWarning
+from ovdet.errors import OvdetError, OvdetWarning
+from ovdet.video.video_command import VIDEO_EPILOG, add_video_arguments
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TABLE_ROWS = 30
@@ -36,9 +37,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "detect", help="detect free-text queries in images",
         description="Detect objects named by free text. Prints a table per image; --out writes JSON, --draw writes PNGs.",
-        epilog=EPILOG, formatter_class=options.Formatter,
+        epilog=EPILOG + VIDEO_EPILOG, formatter_class=options.Formatter,
     )  # fmt: skip
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...) or folders of them")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files (jpg, png, ...) or folders of them, or one video file (mp4, mkv, mov, webm, avi)")
     p.add_argument("-q", "--query", dest="queries", action="append", default=[], metavar="TEXT",
                    help="a text query; repeat for several (e.g. -q 'red umbrella' -q forklift)")
     p.add_argument("--negative", dest="negatives", action="append", default=[], metavar="TEXT",
@@ -70,6 +72,7 @@ def add_parser(sub) -> None:
                    help="--out records: ovdet's (see below) or transformers' zero-shot-object-detection pipeline's")
     p.add_argument("--draw", type=Path, default=None, metavar="DIR", help="write PNGs with labelled boxes into DIR")
     options.add_overwrite(p)
+    add_video_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -159,6 +162,12 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovdet.video.video_command import is_video_run, run_video
+
+    if is_video_run(args):
+        return run_video(args)
+    if not args.images:
+        raise OvdetError("ovdet detect needs an image, a folder, one video or --webcam")
     from ovdet.text.queries import validate_queries
 
     # fail fast, before loading a model; a --vocab-cache alone brings its own names

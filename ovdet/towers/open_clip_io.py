@@ -115,10 +115,15 @@ def read_open_clip(folder: str | Path) -> nn.Module:
 
 
 def open_clip_tokenizer(context_length: int):
-    """OpenAI's BPE tokenizer from the open_clip wheel: texts -> LongTensor [N, context_length]."""
-    from open_clip.tokenizer import SimpleTokenizer
+    """OpenAI's BPE tokenizer from the open_clip wheel: texts -> LongTensor [N, context_length]. A shallow copy of
+    the process's one instance: the tables are shared, only the context differs."""
+    import copy
 
-    return SimpleTokenizer(context_length=context_length)
+    from ovdet.text.tokenizer import simple_tokenizer
+
+    tokenizer = copy.copy(simple_tokenizer())
+    tokenizer.context_length = context_length
+    return tokenizer
 
 
 def load_open_clip(folder: str | Path, trainable_layers: int = 0, reference: str | None = None):
