@@ -33,6 +33,9 @@ def readme_commands() -> list[str]:
 def test_the_readme_shows_runnable_commands():
     commands = readme_commands()
     assert "make detect" in commands and any(c.startswith("ovdet eval") for c in commands)
+    for start in ("ovdet label ", "ovdet index ", "ovdet search ", "ovdet detect clip.mp4 "):  # each workflow runs here
+        assert any(c.startswith(start) for c in commands), start
+    assert any("--runtime onnxruntime" in c for c in commands) and readme_tool_line("make_moving_shapes.py")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,30 @@ def clone(tmp_path_factory):
     return root
 
 
+def readme_tool_line(script: str) -> str:
+    """The README's `python tools/SCRIPT ...` line (not run by itself here: see `_make_what_it_reads`)."""
+    text = (ROOT / "README.md").read_text()
+    lines = (re.sub(r"\s+#.*$", "", line).strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines())
+    return next(line for line in lines if line.startswith(f"python tools/{script} "))
+
+
+def _make_what_it_reads(argv: list[str], clone: Path, env: dict) -> None:
+    """A command run alone first gets what the README's line before it makes: eval its ShapeWorld set, search
+    its index, a video detect its clip."""
+    command = argv[3:5]
+    if command[:1] == ["eval"] and not (clone / "data" / "sw_quick").is_dir():
+        prior = next(c for c in readme_commands() if "data/sw_quick --num" in c)
+    elif command[:1] == ["search"] and not (clone / command[1]).exists():
+        prior = next(c for c in readme_commands() if c.startswith("ovdet index ") and f"--out {command[1]}" in c)
+    elif command[:1] == ["detect"] and command[1].endswith(".mp4") and not (clone / command[1]).exists():
+        prior = readme_tool_line("make_moving_shapes.py")
+    else:
+        return
+    subprocess.run([sys.executable, *(["-m", "ovdet.cli.main"] if prior.startswith("ovdet ") else []),
+                    *shlex.split(prior)[1:]], cwd=clone, env=env, check=True, capture_output=True, timeout=300)
+
+
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_command_runs_as_written(command, clone):
     if not (ROOT / "ovdet" / "assets" / "default_model" / "config.json").is_file():
@@ -56,9 +83,7 @@ def test_readme_command_runs_as_written(command, clone):
     elif shutil.which("make") is None or not (ROOT / ".venv").is_dir():
         pytest.skip("make detect needs make and the project's .venv")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    if argv[3:4] == ["eval"] and not (clone / "data" / "sw_quick").is_dir():  # run alone: make its data first
-        quick = next(c for c in readme_commands() if "data/sw_quick --num" in c)
-        subprocess.run([sys.executable, "-m", "ovdet.cli.main", *shlex.split(quick)[1:]], cwd=clone, env=env, check=True)
+    _make_what_it_reads(argv, clone, env)
     proc = subprocess.run(argv, cwd=clone, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr

@@ -30,4 +30,5 @@ def require(name: str) -> None:
     """One line naming the extra to install when a runtime's package is missing."""
     if not installed(name):
         module, extra = _MODULES[name]
-        raise OvdetError(f"--runtime {name} needs the {module} package: pip install 'ovdet[{extra}]'")
+        raise OvdetError(f"--runtime {name} needs the {module} package: pip install 'ovdet[{extra}]' "
+                         f"(in a clone: pip install -e '.[{extra}]')")
