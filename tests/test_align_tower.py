@@ -150,11 +150,11 @@ def test_fast_dev_run_and_onnx_export(align_dir, tmp_path):
 def test_dense_distillation(align_dir, tmp_path):
     from ovdet.distill.region_embedding import crop_embeddings, dense_region_embeddings
     from ovdet.distill.region_tower import region_tower
-    from ovdet.towers.align_region_tower import AlignRegionTower
+    from ovdet.distill.mean_pool_region_tower import MeanPoolRegionTower
 
     clip = load_clip(align_dir)
     tower = region_tower(clip)
-    assert isinstance(tower, AlignRegionTower) and tower.roi_size == 2 and tower.crop_size == NATIVE
+    assert isinstance(tower, MeanPoolRegionTower) and tower.roi_size == 2 and tower.crop_size == NATIVE
     x = torch.randn(2, 3, NATIVE, NATIVE)
     whole = [torch.tensor([[0.0, 0.0, NATIVE, NATIVE]])] * 2
     with torch.no_grad():  # at ALIGN's resolution a whole-input box is ALIGN's image embedding itself

@@ -13,7 +13,7 @@ from ovdet.distill.region_embedding import dense_region_embeddings
 from ovdet.distill.region_tower import region_tower
 from ovdet.errors import ModelNotAvailableError
 from ovdet.models.detector import Detector
-from ovdet.towers.fastvit_region_tower import FastViTRegionTower
+from ovdet.distill.mean_pool_region_tower import MeanPoolRegionTower
 from ovdet.towers.loader import load_clip
 from ovdet.towers.open_clip_vit import CONFIG_NAME
 from ovdet.towers.vision_fastvit import FastViTVisionBackbone
@@ -74,7 +74,7 @@ def test_whole_input_box_is_mobileclips_own_image_embedding(mobileclip_dir):
     folder, size, _ = mobileclip_dir
     clip = load_clip(folder)
     tower = region_tower(clip)
-    assert isinstance(tower, FastViTRegionTower) and tower.roi_size == 2 and tower.crop_size == size
+    assert isinstance(tower, MeanPoolRegionTower) and tower.roi_size == 2 and tower.crop_size == size
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         image = F.normalize(clip.model.encode_image(x), dim=-1)

@@ -40,7 +40,11 @@ def test_auto_precision_follows_hardware_and_backbone(monkeypatch):
     assert resolve_precision("auto", "cpu", "vit") == "fp32"
     assert resolve_precision("bf16", "cpu", "vit") == "bf16"  # asked for explicitly: honoured even where slow
     monkeypatch.setattr(precision_mod, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(precision_mod, "bf16_is_faster", lambda: True)
     assert resolve_precision("auto", "cpu", "vit") == "bf16"
+    monkeypatch.setattr(precision_mod, "bf16_is_faster", lambda: False)  # bf16 instructions, but measured slower
+    assert resolve_precision("auto", "cpu", "vit") == "fp32"
+    monkeypatch.setattr(precision_mod, "bf16_is_faster", lambda: True)
     assert resolve_precision("auto", "cpu", "resnet") == "fp32"  # small convs: bf16 measured 10-17x slower on CPU
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp16", "cpu", "vit")

@@ -260,7 +260,11 @@ def measure_paired(spec: dict) -> dict:
             agreement[peer] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
     for runtime in spec.get("runtimes", ["torch"]):
         for precision in spec["precisions"]:
-            detector, resolved = ovdet_detector(spec, precision, runtime, identical=True)
+            try:
+                detector, resolved = ovdet_detector(spec, precision, runtime, identical=True)
+            except ValueError as err:  # a precision this runtime does not run (onnxruntime has no bf16)
+                agreement[f"{precision}/{runtime}"] = {"skipped": str(err)}
+                continue
             name = resolved if runtime == "torch" else f"{resolved}/{runtime}"
             if name in steps:
                 continue

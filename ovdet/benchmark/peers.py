@@ -95,6 +95,7 @@ def _compile(peer: str, model, example: dict):
 
         return run
     if peer == "onnxruntime":
+        import shutil
         import tempfile
         import warnings
         from pathlib import Path
@@ -111,6 +112,7 @@ def _compile(peer: str, model, example: dict):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        shutil.rmtree(path.parent, ignore_errors=True)  # the session holds the graph now
         out_names = [o.name for o in session.get_outputs()]
         wanted = [out_names.index(n) if n in out_names else i for i, n in enumerate(_OUTPUTS)]
 

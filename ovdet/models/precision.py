@@ -73,7 +73,9 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
         device: where the detector runs.
         backbone_kind: "vit" or "resnet". On CPU, "auto" keeps a ResNet in fp32: its small
             convolutions ran 10-17x slower in bf16 in pretraining, and at inference gain at most
-            1.35x on an AVX512-BF16 EPYC (docs/PERFORMANCE.md), while a ViT's GEMMs run 2-3x faster.
+            1.35x on an AVX512-BF16 EPYC (docs/PERFORMANCE.md), while a ViT's GEMMs run 2-3x faster there.
+            A ViT gets bf16 only where this CPU measured bf16 GEMMs faster than fp32 (`bf16_is_faster`): a
+            2-core Xeon with AVX512-BF16 but no AMX ran them slower.
         fine_tuned: the tower is being trained; bf16 is for inference, so "auto" keeps fp32 and
             "bf16" is refused.
     """
@@ -94,9 +96,16 @@ def resolve_precision(requested: str, device: torch.device | str, backbone_kind:
     device = torch.device(device)
     if not bf16_supported(device):
         return "fp32"
-    if device.type == "cpu" and backbone_kind != "vit":
+    if device.type == "cpu" and (backbone_kind != "vit" or not bf16_is_faster()):
         return "fp32"
     return "bf16"
+
+
+def bf16_is_faster() -> bool:
+    """This CPU runs bf16 GEMMs faster than fp32 ones (measured once, cached; `ovdet.towers.kernel_choice`)."""
+    from ovdet.towers.kernel_choice import bf16_is_faster as measured
+
+    return measured()
 
 
 class Bf16Weights:

@@ -48,7 +48,9 @@ class RuntimeEngine:
     # ---- shared ------------------------------------------------------------------------------
     def graph(self, variant: str):
         if variant not in self._graphs:
-            extra = {"calibration": self._calibration_key()} if self.precision == "int8" else None
+            extra = {"code": _code_version(type(self))}
+            if self.precision == "int8":
+                extra["calibration"] = self._calibration_key()
             folder = graph_folder(self.detector, self.name, self.precision, variant, extra)
             build_once(folder, lambda tmp: self.build(tmp, variant))
             self._graphs[variant] = self.load(folder, variant)
@@ -63,7 +65,8 @@ class RuntimeEngine:
             with torch_path(self.detector):
                 export_graph(self.detector, variant, folder / ONNX_NAME)
 
-        source = build_once(graph_folder(self.detector, "onnx", "fp32", variant), export)
+        folder = graph_folder(self.detector, "onnx", "fp32", variant, {"code": _code_version(RuntimeEngine)})
+        source = build_once(folder, export)
         shutil.copyfile(source / ONNX_NAME, path)
         return path
 
@@ -121,6 +124,22 @@ class RuntimeEngine:
         for image in self.calibration:
             digest.update(np.asarray(image.convert("RGB")).tobytes())
         return digest.hexdigest()
+
+
+def _code_version(engine_cls) -> str:
+    """A hash of the code a cached graph comes from (the engine's module, the graph, the scoring path), so a changed
+    export or quantisation recipe never reads a graph the old one built."""
+    import hashlib
+    import inspect
+    import sys
+
+    from ovdet.models import scoring
+    from ovdet.runtime import runtime_graph
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[engine_cls.__module__], runtime_graph, scoring):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -47,6 +47,8 @@ def set_runtime(detector, name: str = "torch", precision: str | None = None, cal
     if name == "auto":
         from ovdet.runtime.runtime_choice import choose_runtime
 
+        set_precision(detector, "fp32")  # the choice is keyed by the fp32 weights (an int8 tower has others)
+
         name = choose_runtime(detector, requested, calibration)
     detector.__dict__.pop("_engine", None)
     if name == "torch":

@@ -73,11 +73,19 @@ class AlignVisionBackbone(VisionBackbone):
         tokens = self.feature_map(pixel_values).flatten(2).transpose(1, 2)  # [B, h*w, D]
         return tokens, tokens.mean(1)
 
+    def cell_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] -> [B, D, h, w]: the last map's cells, already in the joint space."""
+        return self.feature_map(pixel_values)
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """ALIGN's image embedding of crops: [K, 3, c, c] -> [K, D]."""
+        return self.encode(crops)[1]
+
     def region_tower(self, clip):
         """The distillation stage's view of this tower (`ovdet.distill.region_tower` dispatches here)."""
-        from ovdet.towers.align_region_tower import AlignRegionTower
+        from ovdet.distill.mean_pool_region_tower import MeanPoolRegionTower
 
-        return AlignRegionTower(self)
+        return MeanPoolRegionTower(self)
 
     def forward(self, pixel_values: torch.Tensor) -> DenseFeatures:
         """pixel_values: [B, 3, S, S] normalised, S a multiple of 32."""

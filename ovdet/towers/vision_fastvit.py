@@ -82,9 +82,9 @@ class FastViTVisionBackbone(VisionBackbone):
 
     def region_tower(self, clip):
         """The distillation stage's view of this tower (`ovdet.distill.region_tower.region_tower` asks for it)."""
-        from ovdet.towers.fastvit_region_tower import FastViTRegionTower
+        from ovdet.distill.mean_pool_region_tower import MeanPoolRegionTower
 
-        return FastViTRegionTower(self)
+        return MeanPoolRegionTower(self)
 
     def forward(self, pixel_values: torch.Tensor) -> DenseFeatures:
         """pixel_values: [B, 3, S, S] normalised, S a multiple of the stride."""
