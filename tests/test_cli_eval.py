@@ -229,7 +229,7 @@ def test_eval_defaults_to_the_embedded_model_like_detect(tmp_path):
                               categories=None, novel=None, split=None, device="cpu", devices=1, batch_size=1,
                               workers=0, max_dets=300, threshold=0.0, nms=0.5, templates=None, template_mode="embed",
                               no_progress=True, protocol="auto", vocabulary="split", out=None, report=None,
-                              precision=None, runtime="torch")
+                              precision=None, runtime="torch", scoring="model")
 
     def fake_evaluate(model, *a, **k):
         seen["model"] = model

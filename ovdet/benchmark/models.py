@@ -20,24 +20,17 @@ PROJECTION_DIM = {"standard": 512, "tiny": 32}
 EMBEDDED = "embedded"  # ovdet's shipped ShapeWorld model (ResNet CLIP, scoring as saved); no OwlViT twin
 # The embedded model scored three ways, each timed as its own model: as saved (one-pass region scoring),
 # with CLIP crop re-scoring in its place (the previous shipped model's path: same layers, 32 crops per
-# image re-encoded), and by the head's own region embeddings alone (the old dense path).
-EMBEDDED_VARIANTS = {
-    EMBEDDED: None,
-    "embedded-crops": {"rescore": {"topk": 32, "weight": 0.8, "context": 0.2}},
-    "embedded-dense": {"rescore": None, "region_scoring": None},
-}
+# image re-encoded), and by the head's own region embeddings alone (the old dense path): `--scoring` modes.
+EMBEDDED_VARIANTS = {EMBEDDED: "model", "embedded-crops": "crops", "embedded-dense": "head"}
 
 
 def embedded_scoring(detector, model: str) -> None:
     """Set the embedded model's scoring to the variant `model` names (EMBEDDED_VARIANTS)."""
-    variant = EMBEDDED_VARIANTS[model]
-    if variant is None:
-        return
-    reference = (detector.region_scoring or detector.rescore or {}).get("reference")
-    detector.set_rescore(None)
-    detector.set_region_scoring(variant.get("region_scoring", detector.region_scoring))
-    if variant.get("rescore"):
-        detector.set_rescore({**variant["rescore"], "reference": reference})
+    from ovdet.models.scoring_modes import apply_scoring
+
+    apply_scoring(detector, EMBEDDED_VARIANTS[model])
+
+
 OWLV2 = "owlv2"  # OWLv2 B/16 at 960 px: one Owlv2ForObjectDetection folder that both sides load (identical weights)
 OWLV2_SIZE = 960
 

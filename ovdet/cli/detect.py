@@ -65,6 +65,7 @@ def add_parser(sub) -> None:
                         "without bf16 (CPU only): a ViT's linear layers quantised dynamically, a ResNet's "
                         "convolutions statically (calibrated once on 64 fixed ShapeWorld scenes)")
     options.add_runtime(p)
+    options.add_scoring(p)
     p.add_argument("--vocab-cache", type=Path, default=None, metavar="FILE",
                    help="text embeddings from `ovdet embed-vocab`; with no -q its names are the queries")
     p.add_argument("--out", type=Path, default=None, metavar="JSON", help="write results as JSON, one record per image")
@@ -185,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(device)
+    options.apply_scoring(detector, args.scoring)
     options.apply_speed(detector, args.precision, args.runtime)
     if args.vocab_cache is not None:
         names = detector.load_vocab(args.vocab_cache)

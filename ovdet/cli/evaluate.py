@@ -82,6 +82,7 @@ def add_parser(sub) -> None:
                    help="vision tower precision (as `ovdet detect --precision`); default: fp32, the precision "
                         "results in docs/RESULTS.md are measured in")
     options.add_runtime(p)
+    options.add_scoring(p)
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: main process)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="hide the progress bar")
     options.add_overwrite(p)
@@ -102,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     run_options = dict(batch_size=args.batch_size, workers=args.workers, max_dets=args.max_dets,
                        score_threshold=args.threshold, nms=args.nms, templates=args.templates,
                        template_mode=args.template_mode, accelerator=accelerator, devices=devices,
-                       progress=not args.no_progress, precision=args.precision, runtime=args.runtime)  # fmt: skip
+                       progress=not args.no_progress, precision=args.precision, runtime=args.runtime,
+                       scoring=args.scoring)  # fmt: skip
     overwrite = bool(getattr(args, "overwrite", False))
     if scores_saved_predictions(args.model, args.predictions, args.images):
         if args.images is not None:

@@ -69,6 +69,7 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="vision tower dtype, as `ovdet detect --precision`")
     options.add_runtime(p)
+    options.add_scoring(p)
     p.add_argument("--image-url-prefix", default="/data/local-files/?d=", metavar="URL",
                    help="label-studio: put before each image's path below the images' common folder "
                         "(e.g. https://bucket.example.com/photos/)")
@@ -152,6 +153,7 @@ def label_images(args, queries, paths: list[str], root: Path, file_names: list[s
 
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(options.resolve_device(args.device))
+    options.apply_scoring(detector, args.scoring)
     options.apply_speed(detector, args.precision, args.runtime)
     if detector.untrained:
         print(f"!! {banner()} ({printable(model_name)}): these labels mean nothing", file=sys.stderr)

@@ -41,6 +41,22 @@ def apply_speed(detector, precision: str | None, runtime: str) -> None:
         detector.set_runtime(runtime)
 
 
+def add_scoring(p: argparse.ArgumentParser) -> None:
+    from ovdet.models.scoring_modes import SCORING_HELP, SCORING_MODES
+
+    p.add_argument("--scoring", choices=SCORING_MODES, default="model", help=SCORING_HELP)
+
+
+def apply_scoring(detector, scoring: str) -> None:
+    """`--scoring` on a loaded detector; a tower that cannot score that way is one line (OvdetError)."""
+    from ovdet.models.scoring_modes import apply_scoring as apply
+
+    try:
+        apply(detector, scoring)
+    except ValueError as err:
+        raise OvdetError(str(err)) from None
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (cuda when there is one)")
 

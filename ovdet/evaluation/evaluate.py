@@ -109,10 +109,12 @@ def run_detector(
     from ovdet.inference import predict_coco
     from ovdet.models.detector import Detector
 
-    from ovdet.cli.options import apply_speed
+    from ovdet.cli.options import apply_scoring, apply_speed
 
     precision, runtime = options.pop("precision", None), options.pop("runtime", "torch")
+    scoring = options.pop("scoring", "model")
     detector = model if isinstance(model, Detector) else Detector.from_pretrained(str(model))
+    apply_scoring(detector, scoring)
     apply_speed(detector, precision, runtime)
     meta = {
         "model": str(model) if not isinstance(model, Detector) else type(model).__name__,
@@ -126,6 +128,7 @@ def run_detector(
         "nms": options.get("nms"),
         "runtime": detector.runtime,
         "precision": detector.runtime_precision,
+        "scoring": scoring,
     }
     skipped: list[dict] = []
     dets = predict_coco(detector.eval(), entries, images_dir, categories, skipped=skipped, **options)

@@ -74,13 +74,25 @@ class Detector(nn.Module):
     def set_rescore(self, rescore: dict | None) -> None:
         """Turn crop re-scoring on (a dict of CropRescorer settings) or off (None). While on, it is what
         scores, whatever `region_scoring` says."""
+        before = self.settings.rescore
         self.settings.rescore = dict(rescore) if rescore else None
-        self._build_rescorer()
+        self._build_rescorer_or_restore(rescore=before)
 
     def set_region_scoring(self, region_scoring: dict | None) -> None:
         """Turn one-pass region scoring on (a dict of RegionPoolScorer settings) or off (None)."""
+        before = self.settings.region_scoring
         self.settings.region_scoring = dict(region_scoring) if region_scoring else None
-        self._build_rescorer()
+        self._build_rescorer_or_restore(region_scoring=before)
+
+    def _build_rescorer_or_restore(self, **before) -> None:
+        """Build the scorer; a tower that cannot score that way leaves the detector as it was (ValueError)."""
+        try:
+            self._build_rescorer()
+        except ValueError:
+            for key, value in before.items():
+                setattr(self.settings, key, value)
+            self._build_rescorer()
+            raise
 
     def _build_rescorer(self) -> None:
         """`self.rescorer`: crops when `rescore` is set, else region pooling when `region_scoring` is, else None."""
@@ -91,12 +103,12 @@ class Detector(nn.Module):
         if crops:
             if not hasattr(self.backbone, "encode_crops"):
                 raise ValueError(f"crop re-scoring needs a tower with encode_crops (ResNet CLIP); {type(self.backbone).__name__} has none")
-            self.rescorer = CropRescorer(logit_scale=logit_scale, **crops)
+            self.rescorer = CropRescorer(**{"logit_scale": logit_scale, **crops})  # config may name its own
         elif pooled:
             if not hasattr(self.backbone, "pool_region_features"):
                 raise ValueError(f"region_scoring needs a tower that pools its own regions (ResNet CLIP); "
                                  f"{type(self.backbone).__name__} has none, set region_scoring to null")
-            self.rescorer = RegionPoolScorer(logit_scale=logit_scale, **pooled)
+            self.rescorer = RegionPoolScorer(**{"logit_scale": logit_scale, **pooled})
 
     def config(self, clip_path: str) -> dict:
         """The `config.json` of this detector with its CLIP at `clip_path`."""

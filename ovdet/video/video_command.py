@@ -80,6 +80,7 @@ def run_video(args: argparse.Namespace) -> int:
 
     model_name = resolve_model(args.model)
     detector = Detector.from_pretrained(model_name).to(device)
+    options.apply_scoring(detector, getattr(args, "scoring", "model"))
     options.apply_speed(detector, args.precision, getattr(args, "runtime", "torch"))
     if args.vocab_cache is not None:
         queries = queries or detector.load_vocab(args.vocab_cache)
