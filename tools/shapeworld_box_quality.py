@@ -1,4 +1,4 @@
-"""Where a ShapeWorld detector loses AP: its boxes, or CLIP's naming of their crops.
+"""Where a ShapeWorld detector loses AP: its boxes, or the naming of them (crops, or one-pass region pooling).
 
     python tools/shapeworld_box_quality.py MODEL_DIR VAL_DIR [--limit 150] [--templates clip7] [--out FILE]
 
@@ -8,6 +8,8 @@ the object's shape right (16-way, all names). Prints per split (base / novel):
   - median IoU of the best box, recall at IoU 0.5 and 0.75, by object size too;
   - crop shape accuracy given IoU >= 0.5, and per IoU band (how much a looser box costs);
   - the same accuracy on the ground-truth boxes themselves (CLIP's ceiling in this set).
+A one-pass model (`region_scoring`) names each box as it scores: pooled from the pass's own region map
+("crop" accuracy then means that naming); `--scoring crops` measures CLIP's crops of the same boxes instead.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="trained detector folder (with crop re-scoring)")
+    parser.add_argument("model", help="trained detector folder (with crop re-scoring or region scoring)")
     parser.add_argument("val", type=Path, help="ShapeWorld folder with instances.json (all objects) and images/")
     parser.add_argument("--limit", type=int, default=150, help="first N images")
     parser.add_argument("--templates", default=None, help="prompt templates; default: the model's own")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
+    parser.add_argument("--scoring", choices=("model", "region", "crops"), default="model",
+                        help="how boxes are named: as the model scores (default), pooled in one pass, or by crops")
     args = parser.parse_args()
 
     import torch
@@ -33,9 +37,16 @@ def main() -> None:
 
     from ovdet.models.detector import Detector
 
+    from ovdet.models.scoring_modes import apply_scoring
+
     detector = Detector.from_pretrained(args.model).eval()
+    try:
+        apply_scoring(detector, args.scoring)
+    except ValueError as err:
+        parser.error(str(err))
     if detector.rescorer is None:
-        parser.error(f"{args.model} has no crop re-scoring: nothing to measure")
+        parser.error(f"{args.model} has no crop re-scoring or region scoring: nothing to measure")
+    name_boxes = detector.rescorer.region_embeddings  # crops, or pooled from the pass's region map
     data = json.loads((args.val / "instances.json").read_text())
     cats = sorted(data["categories"], key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(cats)}
@@ -57,9 +68,9 @@ def main() -> None:
             out = detector(pixels, queries)
             top = out["objectness"][0].topk(min(detector.rescorer.topk, out["objectness"].shape[1])).indices
             boxes = out["pred_boxes"][0][top]  # [K, 4] cxcywh
-            names = (detector.rescorer.crop_embeddings(detector.backbone, pixels, boxes[None])[0] @ queries.T).argmax(-1)
+            names = (name_boxes(detector.backbone, pixels, boxes[None], out.get("region_map"))[0] @ queries.T).argmax(-1)
             gt_cxcywh = box_convert(gt, "xyxy", "cxcywh")[None]
-            gt_names = (detector.rescorer.crop_embeddings(detector.backbone, pixels, gt_cxcywh)[0] @ queries.T).argmax(-1)
+            gt_names = (name_boxes(detector.backbone, pixels, gt_cxcywh, out.get("region_map"))[0] @ queries.T).argmax(-1)
         best = box_iou(box_convert(boxes, "cxcywh", "xyxy"), gt).max(0)  # per object
         for g, label in enumerate(labels.tolist()):
             size = float((gt[g, 2:] - gt[g, :2]).prod().sqrt()) * detector.image_size
@@ -70,7 +81,8 @@ def main() -> None:
         print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in numbers.items()))
     if args.out:
         args.out.write_text(json.dumps({"model": str(args.model), "val": str(args.val), "images": args.limit,
-                                        "templates": args.templates or detector.templates, **report}, indent=2))
+                                        "templates": args.templates or detector.templates,
+                                        "scoring": args.scoring, "namer": type(detector.rescorer).__name__, **report}, indent=2))
 
 
 def summarise(rows: list[tuple]) -> dict:
