@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detector import Detector
@@ -60,3 +61,20 @@ def test_detect_cli_scores_with_crops_and_refuses_a_vit_in_one_line(tmp_path, ti
     refused = ovdet("detect", "ovdet/assets/scene.png", "-q", "star", "--model", str(vit), "--scoring", "crops")
     assert refused.returncode == 2
     assert "--scoring crops" in refused.stderr and len(refused.stderr.strip().splitlines()) <= 2
+
+
+def test_eval_cli_scores_as_asked_and_records_it(resnet_dir, tmp_path):  # noqa: F811
+    model = Detector.from_clip(str(resnet_dir), image_size=INPUT, region_scoring=SCORING).save_pretrained(tmp_path / "m")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(data / "a.png")
+    gt = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 30, 30], "area": 900, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "circle", "split": "base"}, {"id": 2, "name": "star", "split": "novel"}]}
+    (data / "gt.json").write_text(json.dumps(gt))
+    for mode in ("crops", "head"):
+        out = tmp_path / f"{mode}.json"
+        done = ovdet("eval", "--model", str(model), "--annotations", str(data / "gt.json"), "--images", str(data),
+                     "--scoring", mode, "--workers", "0", "--out", str(out), "--no-progress")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(out.read_text())["meta"]["scoring"] == mode

@@ -43,6 +43,7 @@ def evaluate_model(
     overwrite: bool = False,
     precision: str | None = None,
     runtime: str = "torch",
+    scoring: str = "model",
 ) -> EvalResult | None:
     """Evaluate a detector on a COCO or LVIS json, or evaluate saved COCO results.
 
@@ -57,7 +58,8 @@ def evaluate_model(
     vocabulary: "split" queries only the split's novel + base names when the split lists its
         base (OV-COCO: the 65 of 80, the generalized setting); "all": every category name.
     templates / template_mode / max_dets / score_threshold / nms / batch_size / workers /
-        accelerator / devices: see `ovdet.inference.predict_coco`.
+        accelerator / devices: see `ovdet.inference.predict_coco`. precision / runtime / scoring: as the
+        `--precision`, `--runtime` and `--scoring` options (`ovdet.cli.options`).
     out: write metrics.json there. report: write report.md and plots into that folder. Every file
         is written atomically (`ovdet.safe_write`) and carries ovdet's mark (`ovdet.file_mark`); a
         path that would overwrite an input, or an existing file ovdet did not write (unless
@@ -81,7 +83,7 @@ def evaluate_model(
                                   batch_size=batch_size, workers=workers, max_dets=max_dets,
                                   score_threshold=score_threshold, nms=nms, accelerator=accelerator,
                                   devices=devices, progress=progress, precision=precision,
-                                  runtime=runtime)  # fmt: skip
+                                  runtime=runtime, scoring=scoring)  # fmt: skip
         if dets is None:
             return None  # a non-zero DDP rank: rank 0 evaluates and writes
         meta["vocabulary"] = vocabulary
