@@ -44,7 +44,8 @@ def prepare_queries(detector, queries, templates=None, template_mode: str = "emb
 
 
 def make_postprocess(threshold: float, nms: float | None = 0.5, max_detections: int = 100,
-                     agnostic_nms: bool = False, mode: str = "ovdet") -> PostProcess:
+                     agnostic_nms: bool = False, mode: str = "ovdet",
+                     query_thresholds: list[float] | None = None) -> PostProcess:
     """The knobs -> PostProcess. `nms` None or 1: no NMS. Mode "hf": transformers' own
     `post_process_object_detection` (one label per region, no NMS, boxes not clipped); "pipeline": the
     `zero-shot-object-detection` pipeline's (every region-query pair, otherwise as "hf")."""
@@ -56,7 +57,7 @@ def make_postprocess(threshold: float, nms: float | None = 0.5, max_detections: 
                            hf_compatible=True, one_label_per_region=mode == "hf")
     nms = None if nms is None or nms >= 1 else nms
     return PostProcess(score_threshold=threshold, nms_threshold=nms, max_detections=max_detections,
-                       class_agnostic=agnostic_nms)
+                       class_agnostic=agnostic_nms, query_thresholds=query_thresholds)
 
 
 @torch.inference_mode()
@@ -103,6 +104,7 @@ def detect_stream(
     agnostic_nms: bool = False,
     postprocess: str = "ovdet",
     on_error: Callable[[int, ImageLoadError], None] | None = None,
+    query_thresholds: list[float] | None = None,
 ) -> Iterable[ImageResult]:
     """Yield one `ImageResult` per readable image, decoding a batch at a time.
 
@@ -113,10 +115,11 @@ def detect_stream(
     postprocess: "ovdet" (every region-query pair, NMS) or "hf" (transformers' one label per region).
     on_error: called with (index, error) for an image that cannot be read, which is skipped;
         without it the first bad image raises.
+    query_thresholds: each query's own minimum score, applied before NMS (`PostProcess`).
     """
     batch_size = check_count("batch_size", batch_size)
     threshold = detector.threshold if threshold is None else check_score("threshold", threshold)
-    post = make_postprocess(threshold, nms, max_detections, agnostic_nms, postprocess)
+    post = make_postprocess(threshold, nms, max_detections, agnostic_nms, postprocess, query_thresholds)
     prepared = prepare_queries(detector, queries, templates, template_mode, negatives, exemplars)
     for indices, batch in _batches(images, batch_size, on_error):
         out = predict_images(detector, batch, prepared)

@@ -25,6 +25,9 @@ class PostProcess:
             regions in the padding kept.
         one_label_per_region: with hf_compatible, False keeps every (region, query) pair as the
             `zero-shot-object-detection` pipeline does (it post-processes each query on its own).
+        query_thresholds: a minimum score per query (`ovdet label -q car:0.3`), applied with
+            `score_threshold` before NMS, so that a box under its own query's threshold never suppresses
+            another; queries past the list's end (exemplars) keep `score_threshold`.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class PostProcess:
         class_agnostic: bool = False,
         hf_compatible: bool = False,
         one_label_per_region: bool = True,
+        query_thresholds: list[float] | None = None,
     ):
         self.score_threshold = check_score("score_threshold", score_threshold)
         self.nms_threshold = None if nms_threshold is None else check_iou("nms_threshold", nms_threshold)
@@ -44,6 +48,9 @@ class PostProcess:
         self.class_agnostic = class_agnostic
         self.hf_compatible = hf_compatible
         self.one_label_per_region = one_label_per_region
+        self.query_thresholds = [check_score("query threshold", t) for t in query_thresholds or []]
+        if self.query_thresholds and hf_compatible:
+            raise ValueError("per-query thresholds need ovdet's postprocessing, not transformers' (hf_compatible)")
 
     @torch.no_grad()
     def __call__(self, outputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]], to_original=None,
@@ -84,6 +91,12 @@ class PostProcess:
         pixels = to_original(boxes[region[keep]].clone(), size, clip=False)
         return {"boxes": pixels.cpu(), "scores": best[keep].cpu(), "labels": label[keep].cpu(), "regions": region[keep].cpu()}
 
+    def _thresholds(self, num_queries: int, device) -> torch.Tensor:
+        """[Q] minimum score of each query: its own (`query_thresholds`), else `score_threshold`."""
+        own = self.query_thresholds[:num_queries]
+        rest = [self.score_threshold] * (num_queries - len(own))
+        return torch.tensor(own + rest, dtype=torch.float32, device=device)
+
     def _one(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], to_original) -> dict[str, torch.Tensor]:
         num_queries = scores.shape[1]
         region_boxes = to_original(boxes.clone(), size)  # [P, 4]
@@ -92,7 +105,7 @@ class PostProcess:
         valid = torch.zeros(len(region_boxes), dtype=torch.bool, device=scores.device)
         valid[remove_small_boxes(region_boxes, 0.5)] = True
         flat = scores.masked_fill(~valid[:, None], -1.0).flatten()  # [P*Q]; NaN scores fail the threshold below
-        keep = torch.nonzero(flat >= self.score_threshold).squeeze(1)
+        keep = torch.nonzero(flat >= self._thresholds(num_queries, scores.device).repeat(len(scores))).squeeze(1)
         if keep.numel() > self.topk_candidates:
             keep = keep[flat[keep].topk(self.topk_candidates).indices]
         region, label = keep // num_queries, keep % num_queries

@@ -106,3 +106,20 @@ def test_hf_mode_labels_equal_transformers_when_sigmoids_tie(processor_name):
     assert ours["labels"][order].tolist() == ref["labels"].tolist()
     torch.testing.assert_close(ours["scores"][order], ref["scores"], rtol=0, atol=1e-6)
     torch.testing.assert_close(ours["boxes"][order], ref["boxes"], rtol=0, atol=1e-3)
+
+
+def test_a_box_under_its_own_query_threshold_suppresses_nothing():
+    # "car" fires at 0.62 but asks for 0.7; "truck" at 0.57 asks for 0.3 on nearly the same box. Agnostic NMS
+    # at the lowest threshold would let the car box (never reported) remove the truck box.
+    boxes = [[0.1, 0.1, 0.4, 0.4], [0.11, 0.1, 0.4, 0.41]]
+    logits = [[0.5, -9.0], [-9.0, 0.3]]  # sigmoid 0.62 (car), 0.57 (truck)
+    out = _outputs(boxes, logits)
+    floor_only = PostProcess(score_threshold=0.3, nms_threshold=0.5, class_agnostic=True)(out, [(64, 64)])[0]
+    assert floor_only["labels"].tolist() == [0]  # the old order: the car box won the NMS
+    own = PostProcess(score_threshold=0.3, nms_threshold=0.5, class_agnostic=True, query_thresholds=[0.7, 0.3])
+    det = own(out, [(64, 64)])[0]
+    assert det["labels"].tolist() == [1] and det["regions"].tolist() == [1]
+    # Queries past the list (exemplars) keep score_threshold; a threshold out of range is refused.
+    assert PostProcess(score_threshold=0.6, query_thresholds=[0.1])(out, [(64, 64)])[0]["labels"].tolist() == [0]
+    with pytest.raises(ValueError, match="query threshold"):
+        PostProcess(query_thresholds=[1.5])

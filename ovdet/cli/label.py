@@ -26,8 +26,9 @@ Formats (--format, repeat it to write several from one pass over the images):
                 images' common folder (serve it with LOCAL_FILES_DOCUMENT_ROOT=that folder).
 
 The boxes are `ovdet detect`'s for the same --model, --threshold, --nms, --max-detections and templates:
---agnostic-nms IOU is `ovdet detect --agnostic-nms --nms IOU`. A query's own threshold (-q car:0.3) and
---min-box then drop boxes from those (NMS has run at the lowest threshold given). Every file written
+--agnostic-nms IOU is `ovdet detect --agnostic-nms --nms IOU`. A query's own threshold (-q car:0.3) applies
+before NMS, so a box under its own threshold never suppresses another query's box; --min-box then drops
+boxes smaller than that from what is left. Every file written
 carries ovdet's mark; an existing file in DIR without it (yours) is refused before the model loads,
 unless --overwrite.
 
@@ -169,7 +170,7 @@ def label_images(args, queries, paths: list[str], root: Path, file_names: list[s
     stream = detect_stream(detector, paths, [q.text for q in queries], threshold=floor,
                            nms=args.agnostic_nms if agnostic else args.nms, max_detections=args.max_detections,
                            templates=args.templates, template_mode=args.template_mode, batch_size=args.batch_size,
-                           agnostic_nms=agnostic, on_error=on_error)
+                           agnostic_nms=agnostic, on_error=on_error, query_thresholds=thresholds)
     images: dict[int, LabelledImage] = {}
     for item in track(stream, total=len(paths), description="labelling", console=Console(stderr=True),
                       disable=args.quiet, transient=True):
