@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from ovdet.boxes import square_context
 from ovdet.data.shapeworld import SceneConfig, load_split, render_scene
 from ovdet.distill.module import DenseDistillModule
 from ovdet.distill.random_boxes import grid_boxes, random_grid_boxes
@@ -284,3 +285,30 @@ def test_distilled_tower_names_boxes_as_its_crops_do(kind, resnet_dir, tiny_clip
     assert cos_after > cos_before + 0.05, (cos_before, cos_after)
     if kind == "vit":
         assert after > before + 0.2, (before, after)
+
+
+def test_names_term_adds_the_kl_of_the_teachers_ranking(resnet_dir, one_thread):
+    # loss = 1 - cos + w * KL(teacher || student) over the names' softmax; the KL is 0 when they agree.
+    from ovdet.distill.stage import DistillTower, distill_module
+
+    pixels, _, _, hw, _ = _scenes(2)
+    boxes = [grid_boxes(float(h), float(w), 2, 2) for h, w in hw.tolist()]
+    tower = DistillTower(str(resnet_dir), INPUT)
+    module = distill_module(tower, optimizer=partial(torch.optim.AdamW, lr=1e-3), names=["circle", "square", "star"],
+                            names_weight=2.0, context=0.2)
+    names = module.name_embeddings
+    assert names.shape[0] == 3 and torch.allclose(names.norm(dim=-1), torch.ones(3))
+    assert module.names_scale == pytest.approx(float(tower.clip.model.logit_scale.detach().exp()))
+    plain = DenseDistillModule(region_tower(load_clip(resnet_dir)), partial(torch.optim.AdamW, lr=1e-3), context=0.2)
+    with torch.no_grad():
+        squares = [square_context(b, 0.2) for b in boxes]
+        target = crop_embeddings(module.teacher, pixels, squares)
+        regions = dense_region_embeddings(module.student, pixels, squares)
+        kl = torch.nn.functional.kl_div((module.names_scale * regions @ names.T).log_softmax(-1),
+                                        (module.names_scale * target @ names.T).log_softmax(-1),
+                                        log_target=True, reduction="batchmean")
+        assert kl > 0
+        torch.testing.assert_close(module.distill_loss(pixels, boxes), plain.distill_loss(pixels, boxes) + 2.0 * kl)
+        assert float(module.names_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(OvdetError, match="names_weight=1.0"):
+        DenseDistillModule(region_tower(load_clip(resnet_dir)), partial(torch.optim.AdamW, lr=1e-3), names_weight=1.0)

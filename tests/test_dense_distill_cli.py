@@ -69,6 +69,14 @@ def test_dense_distill_writes_a_tower_that_loads_and_resumes_as_complete(tiny_cl
     torch.testing.assert_close(_regions(tower), distilled)
 
 
+def test_names_term_runs_from_the_command_line_and_needs_names(tiny_clip_dir, images, tmp_path):
+    done = _train(tiny_clip_dir, images, tmp_path / "named", "module.names=[circle,square,star]", "module.names_weight=1.0")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert not torch.allclose(_regions(tmp_path / "named" / "tower"), _regions(tiny_clip_dir), atol=1e-6)
+    refused = _train(tiny_clip_dir, images, tmp_path / "unnamed", "module.names_weight=1.0")
+    assert refused.returncode == 2 and "names_weight=1.0" in refused.stderr, refused.stderr[-3000:]
+
+
 def test_missing_images_folder_is_one_line_before_the_model_loads(tmp_path):
     run = tmp_path / "run"
     missing = tmp_path / "no_such_images"

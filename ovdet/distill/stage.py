@@ -40,10 +40,14 @@ def distill_module(
     proposals: str | None = None,
     proposal_threshold: float = 0.3,
     max_proposals: int = 8,
+    names: list[str] | None = None,
+    names_templates: str = "clip7",
     **settings,
 ) -> DenseDistillModule:
     """`DenseDistillModule` on the tower of `detector` (named so by `_fit`), which keeps the `LoadedCLIP` to save.
     `proposals`: a detector folder whose class-agnostic boxes the stage distils on (`DetectorProposals`);
+    `names`: names whose ranking the student learns from the teacher's crops (`names_weight` in `settings`),
+    encoded by the CLIP's own text tower with `names_templates`;
     `settings`: the module's own arguments (optimizer, trainable_layers, max_split, seed, scheduler, context)."""
     proposer = None
     if proposals is not None:
@@ -52,7 +56,21 @@ def distill_module(
         backbone = detector.backbone
         proposer = DetectorProposals(str(proposals), detector.image_size, backbone.image_mean, backbone.image_std,
                                      proposal_threshold, max_proposals)
+    if names:
+        settings["name_embeddings"], settings["names_scale"] = name_bank(detector.clip, list(names), names_templates)
     module = DenseDistillModule(detector.tower, proposals=proposer, **settings)
     module.loaded_clip = detector.clip  # not an nn.Module: the student's weights are the clip's own modules
     module.clip_source = str(Path(detector.source))
     return module
+
+
+def name_bank(clip: LoadedCLIP, names: list[str], templates: str) -> tuple:
+    """([N, E] L2-normalised text embeddings of `names`, the CLIP's own logit scale (100 without one))."""
+    import torch
+
+    from ovdet.models.text_encoder import TextEncoder
+
+    with torch.no_grad():
+        embeddings = TextEncoder(clip.text_tower).encode(names, templates).float().clone()  # [N, E]
+    scale = getattr(clip.model, "logit_scale", None)
+    return embeddings, float(scale.detach().exp()) if scale is not None else 100.0
