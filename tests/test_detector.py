@@ -48,6 +48,17 @@ def test_detect_accepts_paths_pil_and_arrays(detector, tmp_path):
         assert det.query == ["x", "y"][det.label]
 
 
+def test_detect_puts_a_module_left_in_training_mode_back_in_eval(detector):
+    """detect skips the eval() walk when nothing trains; a head (or the whole detector) left in train mode still
+    gets it, so the answers are inference's."""
+    image = np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    expected = [d.to_dict() for d in detector.eval().detect(image, ["x"], threshold=0.0)[0]]
+    for module in (detector.head, detector):
+        module.train()
+        assert [d.to_dict() for d in detector.detect(image, ["x"], threshold=0.0)[0]] == expected
+        assert not any(m.training for m in detector.modules())
+
+
 def test_logit_template_mode_runs(detector):
     res = detector.detect(np.zeros((32, 32, 3), np.uint8), ["x"], threshold=0.0, templates="clip7", template_mode="logit")
     assert len(res) == 1
