@@ -150,7 +150,7 @@ class Detector(nn.Module):
                 feats = self.backbone(pixel_values)
         else:
             feats = self.backbone(pixel_values)
-        out = self.head(feats.tokens.float(), feats.grid, query_embeds, query_mask)  # the head stays fp32
+        out = self.head(feats.tokens.float(), feats.grid, query_embeds, query_mask)  # fp32 (bf16: its context convs)
         if keep_region_map:
             out["region_map"] = feats.region_map
         return out

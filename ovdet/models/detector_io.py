@@ -7,6 +7,7 @@ is built, so a broken folder is one `ModelNotAvailableError` that names the file
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,6 +51,23 @@ def from_clip(cls, clip: str, image_size: int | None = None, trainable_layers: i
     return cls(loaded, config)
 
 
+@contextmanager
+def fp32_weights(detector):
+    """The detector's fp32 weights while inside: bf16 (`set_precision`) casts them in place, and a folder must
+    hold what the model is, not a rounding of it. The fp32 tensors are the ones kept aside, so nothing is lost."""
+    if getattr(detector, "precision", "fp32") != "bf16":
+        yield
+        return
+    requested = detector.__dict__.get("_requested_precision")
+    detector.set_precision("fp32")
+    try:
+        yield
+    finally:
+        detector.set_precision("bf16")
+        if requested is not None:  # "auto" stays what the user asked for
+            detector.__dict__["_requested_precision"] = requested
+
+
 def save_pretrained(detector, path: str | Path, copy_clip: bool = True, dtype: torch.dtype | None = None) -> Path:
     """Write a folder: `config.json`, head weights in `model.safetensors`, the CLIP in `clip/` (or, with
     copy_clip=False and a frozen tower, a reference to its id). Written to a temp folder first and
@@ -57,7 +75,7 @@ def save_pretrained(detector, path: str | Path, copy_clip: bool = True, dtype: t
     path = Path(path)
     if not copy_clip and getattr(detector.backbone, "trainable_layers", 0) > 0:
         raise ValueError("the vision tower was fine-tuned; save it with copy_clip=True")
-    with atomic_folder(path) as tmp:
+    with fp32_weights(detector), atomic_folder(path) as tmp:
         clip_path = CLIP_DIR if copy_clip else detector.clip.reference
         if copy_clip:
             save_clip(detector.clip, tmp / CLIP_DIR, dtype=dtype)

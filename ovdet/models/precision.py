@@ -116,18 +116,22 @@ class Bf16Weights:
     bf16, floating inputs from callers outside autocast (crop re-scoring) are cast on entry.
     """
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, fp32_output: bool = False):
         self.module = module
+        self.fp32_output = fp32_output  # hand fp32 back to fp32 callers (the head's context tower)
         self._fp32: dict | None = None
-        self._hook = None
+        self._hooks: list = []
 
     def set(self, bf16: bool) -> None:
         if bf16 and self._fp32 is None:
             self._fp32 = dict(self.module.state_dict())  # the fp32 tensors themselves, not copies
             self.module.to(torch.bfloat16)
-            self._hook = self.module.register_forward_pre_hook(_cast_floats_bf16, with_kwargs=True)
+            self._hooks = [self.module.register_forward_pre_hook(_cast_floats_bf16, with_kwargs=True)]
+            if self.fp32_output:
+                self._hooks.append(self.module.register_forward_hook(_output_fp32))
         elif not bf16 and self._fp32 is not None:
-            self._hook.remove()
+            for hook in self._hooks:
+                hook.remove()
             self.module.to(torch.float32).load_state_dict(self._fp32)
             self._fp32 = None
 
@@ -139,6 +143,10 @@ def _cast_floats_bf16(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tup
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
+def _output_fp32(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
+
+
 def set_precision(detector, precision: str = "auto", calibration: list | None = None) -> str:
     """Run a Detector's vision tower in "bf16", "int8" or "fp32"; "auto" picks bf16 only where it is faster
     (`resolve_precision`), never int8. Call after moving the model to its device.
@@ -147,8 +155,9 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     swaps in a quantised copy of the tower and "fp32" swaps the original back: a ViT's Linear layers
     quantised dynamically (`int8_tower`), a ResNet's convolutions statically, their activation ranges
     taken from `calibration` images (PIL images; default `default_calibration_images`, ShapeWorld
-    scenes: pass photos for a tower trained on photos). The head, the text tower and every output stay
-    fp32, and saving always writes the fp32 tower. On a CPU the Linear layers of the tower and the head
+    scenes: pass photos for a tower trained on photos). bf16 also covers the head's context tower (its
+    3x3 convolutions); the rest of the head, the text tower and every output stay fp32, and saving always
+    writes the fp32 weights. On a CPU the Linear layers of the tower and the head
     then run with oneDNN-prepacked weights (`ovdet.towers.cpu_linear`: bf16 bit-identical, fp32 within
     rounding). Returns the precision now in force.
     """
@@ -164,6 +173,10 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     resolved = resolve_precision(precision, detector.device, kind, any(p.requires_grad for p in vision.parameters()))
     weights = detector.__dict__.setdefault("_bf16_weights", Bf16Weights(vision))
     weights.set(resolved == "bf16")
+    if getattr(detector.head, "context", None) is not None:  # the head's 3x3 convolutions: a third of a ResNet
+        # detector's call, 4x faster in bf16 on an AVX512-BF16 EPYC; its MLPs, scores and outputs stay fp32
+        detector.__dict__.setdefault("_bf16_context", Bf16Weights(detector.head.context, fp32_output=True))
+        detector._bf16_context.set(resolved == "bf16")
     unpack(vision)  # quantisation and casts want plain nn.Linear layers
     if resolved == "int8":
         if state["int8"] is None or calibration is not None:
