@@ -116,9 +116,10 @@ class DenseDistillModule(L.LightningModule):
         with torch.no_grad():
             target = crop_embeddings(self.teacher, pixel_values, boxes)  # [K, E]
         regions = dense_region_embeddings(self.student, pixel_values, boxes)  # [K, E]
-        loss = (1.0 - F.cosine_similarity(regions, target.to(regions), dim=-1)).mean()
+        target = target.to(regions)
+        loss = (1.0 - F.cosine_similarity(regions, target, dim=-1)).mean()
         if self.names_weight > 0:
-            loss = loss + self.names_weight * self.names_loss(regions, target.to(regions))
+            loss = loss + self.names_weight * self.names_loss(regions, target)
         return loss
 
     def names_loss(self, regions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

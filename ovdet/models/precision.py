@@ -175,8 +175,8 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     weights.set(resolved == "bf16")
     if getattr(detector.head, "context", None) is not None:  # the head's 3x3 convolutions: a third of a ResNet
         # detector's call, 4x faster in bf16 on an AVX512-BF16 EPYC; its MLPs, scores and outputs stay fp32
-        detector.__dict__.setdefault("_bf16_context", Bf16Weights(detector.head.context, fp32_output=True))
-        detector._bf16_context.set(resolved == "bf16")
+        context = detector.__dict__.setdefault("_bf16_context", Bf16Weights(detector.head.context, fp32_output=True))
+        context.set(resolved == "bf16")
     unpack(vision)  # quantisation and casts want plain nn.Linear layers
     if resolved == "int8":
         if state["int8"] is None or calibration is not None:
