@@ -1,5 +1,5 @@
-"""Prepacked oneDNN Linear layers: bf16 bit-identical, fp32 within rounding, and the plain forward wherever packing
-must not apply (training, changed weights, tracing)."""
+"""Prepacked oneDNN Linear layers: within one rounding of the plain layer (bf16 and fp32), and the plain forward
+wherever packing must not apply (training, changed weights, tracing)."""
 
 import pytest
 import torch
@@ -22,16 +22,23 @@ def _layer(dtype=torch.float32, bias=True):
 
 @pytest.mark.parametrize("dtype", [BF16, torch.float32])
 @pytest.mark.parametrize("rows", [(1, 7, 48), (3, 48), (2, 577, 48)])
-def test_bf16_packed_is_bit_identical_and_fp32_within_rounding(rows, dtype):
+def test_packed_equals_plain_within_one_rounding(rows, dtype):
+    # Not bit-identity: on an AMX Xeon oneDNN blocks a 1154-row bf16 GEMM differently from the plain call and a few
+    # outputs differ by one bf16 step (7.6e-6 near 0.001); on AVX512 CPUs without AMX they were identical.
     x = torch.randn(*rows)
     net = _layer(dtype)
+    reference = _layer(torch.float32)
+    reference.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
     with torch.no_grad():
         plain = net(x.to(dtype))
         assert pack(net) == 2 and all(type(m) is PackedLinear for m in (net[0], net[2]))
         fast = net(x.to(dtype))
+        exact = reference(x.to(dtype).float())  # the same weights and inputs in fp32
     assert fast.dtype == dtype and fast.shape == plain.shape
-    if dtype == torch.bfloat16:
-        assert torch.equal(fast, plain)
+    if dtype == torch.bfloat16:  # one bf16 step (at most 2^-7 relative) apart, and both as near fp32 as bf16 allows
+        torch.testing.assert_close(fast.float(), plain.float(), rtol=2**-7, atol=1e-5)
+        for out in (fast, plain):
+            torch.testing.assert_close(out.float(), exact, rtol=2**-6, atol=1e-2)
     else:
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 

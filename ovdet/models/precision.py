@@ -158,8 +158,8 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
     scenes: pass photos for a tower trained on photos). bf16 also covers the head's context tower (its
     3x3 convolutions); the rest of the head, the text tower and every output stay fp32, and saving always
     writes the fp32 weights. On a CPU the Linear layers of the tower and the head
-    then run with oneDNN-prepacked weights (`ovdet.towers.cpu_linear`: bf16 bit-identical, fp32 within
-    rounding). Returns the precision now in force.
+    then run with oneDNN-prepacked weights (`ovdet.towers.cpu_linear`: bf16 and fp32 within one rounding of
+    the plain layer). Returns the precision now in force.
     """
     from ovdet.towers.cpu_linear import pack, unpack
     from ovdet.towers.vision_resnet import CLIPResNetBackbone

@@ -2,7 +2,8 @@
 
 A plain `nn.Linear` on a CPU pays for its weight layout on every call, and in fp32 torch hands the
 GEMM to MKL. Measured (2 threads, AVX512-BF16 AMD EPYC, one layer's shapes): bf16 at 577 tokens
-(B/32, batch 1) 540-740 GFLOP/s plain, 790-900 prepacked, bit-identical; fp32 170-200 GFLOP/s
+(B/32, batch 1) 540-740 GFLOP/s plain, 790-900 prepacked, identical there (on an AMX Xeon a few bf16
+outputs of a long GEMM differ by one rounding step); fp32 170-200 GFLOP/s
 through MKL (its AVX2 kernels on this AMD CPU), 410-445 through oneDNN's AVX512 kernels, within
 fp32 rounding (summation order). The class of each Linear is swapped for `PackedLinear` (weights and
 state_dict keys unchanged, `unpack` restores it); anything but frozen inference on a CPU, and
