@@ -167,11 +167,32 @@ def test_the_kernel_choice_is_measured_once_and_cached(tmp_path, monkeypatch):
     real = kernel_choice._measure
     monkeypatch.setattr(kernel_choice, "_measure", lambda *a: measured.append(a) or real(*a))
     first = kernel_choice.packed_is_faster(net, tokens=50)
-    assert measured and measured[0][0] == (50, 32, 64)  # the largest layer's shape, at the detector's token count
+    # every Linear shape with its count, at the detector's token count, measured in one go
+    assert len(measured) == 1 and measured[0][:2] == (50, [[32, 64, 1], [64, 32, 1]])
     assert kernel_choice.packed_is_faster(net, tokens=50) == first and len(measured) == 1  # read back
     assert (tmp_path / kernel_choice.CHOICE_FILE).is_file()
     monkeypatch.setenv("OVDET_LINEAR_KERNEL", "plain")
     assert kernel_choice.packed_is_faster(net, tokens=50) is False
+
+
+def test_the_kernel_measurement_weighs_each_shape_by_its_count(monkeypatch):
+    """A kernel that is slower on the most frequent layers loses even where it wins on the largest one."""
+    from ovdet.towers import kernel_choice
+
+    def fake_linear(rate):  # a layer whose forward "takes" rate[(d_in, d_out)] seconds
+        def forward(self, x):
+            clock[0] += rate[(self.in_features, self.out_features)]
+            return x.new_zeros(x.shape[0], self.out_features)
+        return forward
+
+    clock = [0.0]
+    monkeypatch.setattr(kernel_choice.time, "perf_counter", lambda: clock[0])
+    packed_rate = {(32, 256): 1.0, (32, 32): 3.0}  # packed: faster on the big layer, slower on the small ones
+    plain_rate = {(32, 256): 2.0, (32, 32): 1.0}
+    monkeypatch.setattr(PackedLinear, "forward", fake_linear(packed_rate))
+    monkeypatch.setattr(nn.Linear, "forward", fake_linear(plain_rate))
+    seconds = kernel_choice._measure(8, [[32, 256, 1], [32, 32, 4]], torch.float32)
+    assert seconds == {"plain": 2.0 + 4 * 1.0, "packed": 1.0 + 4 * 3.0}
 
 
 def test_set_precision_follows_the_measured_choice(tiny_clip_dir, monkeypatch):
