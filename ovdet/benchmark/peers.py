@@ -109,9 +109,10 @@ def _compile(peer: str, model, example: dict):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (), str(path), kwargs=example, dynamo=True, input_names=list(_INPUTS),
                               external_data=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        from ovdet.runtime.onnxruntime_engine import session_options
+
+        # threads that sleep after a run: a spinning peer would slow the side called after it in each round
+        session = ort.InferenceSession(str(path), session_options(torch.get_num_threads()), providers=["CPUExecutionProvider"])
         shutil.rmtree(path.parent, ignore_errors=True)  # the session holds the graph now
         out_names = [o.name for o in session.get_outputs()]
         wanted = [out_names.index(n) if n in out_names else i for i, n in enumerate(_OUTPUTS)]

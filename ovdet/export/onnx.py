@@ -156,10 +156,9 @@ def onnx_session(path: str | Path, threads: int | None = None):
     """An onnxruntime CPU session for `path` (`threads`: intra-op threads, None = onnxruntime's default)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from ovdet.runtime.onnxruntime_engine import session_options
+
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def check_onnx(
