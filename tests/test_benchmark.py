@@ -221,3 +221,15 @@ def test_the_terminal_table_fits_120_columns(name):
     assert "…" not in text  # no number cut to fit
     first = rows(doc)[0]
     assert first["model"] in text and str(first["batch"]) in text
+
+
+def test_target_lines_name_each_target_once_when_one_batch_was_measured():
+    from ovdet.benchmark.report import target_lines
+
+    row = {"model": "b32", "batch": 1, "queries": 5, "precision": "bf16", "speedup_cached": 4.0, "speedup_fp32": 1.2,
+           "backbone_fraction": 0.4, "cached_ips": 4.0, "fp32_ips": 1.2}
+    lines = target_lines([row])
+    share = [line for line in lines if "backbone share" in line]
+    assert share == ["bf16 backbone share of the bf16 GEMM rate, B/32 batch 1: 40.00 % (target >= 60 %): NOT met, "
+                     "short by 20.00 %."]
+    assert len(lines) == len(set(lines))

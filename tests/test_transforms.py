@@ -38,6 +38,26 @@ def test_eval_matches_inference_preprocessing():
     assert (ours - theirs).abs().mean() < 0.15  # same pixels up to the resampling filter
 
 
+def test_inference_resizes_as_uint8_within_one_grey_level_and_keeps_a_native_size_exact():
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from ovdet.preprocess import ImagePreprocessor
+
+    pre = ImagePreprocessor(S, OPENAI_MEAN, OPENAI_STD)
+    mean, std = torch.tensor(OPENAI_MEAN).view(3, 1, 1), torch.tensor(OPENAI_STD).view(3, 1, 1)
+    image = _image(96, 72)
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255  # the float resize it replaced
+    content = F.interpolate(pixels, size=(48, 64), mode="bilinear", antialias=True, align_corners=False)[0]
+    got = pre.to_tensor(Image.fromarray(image))
+    assert torch.all(got[:, 48:] == 0)
+    grey_levels = ((got[:, :48] * std + mean) - content).abs() * 255
+    assert grey_levels.max() <= 1.0 and grey_levels.mean() < 0.3  # uint8 passes round twice: within one level
+    native = _image(S, 40)  # the longest side already S: no resampling at all
+    exact = (torch.from_numpy(native).permute(2, 0, 1).float() / 255 - mean) / std
+    torch.testing.assert_close(pre.to_tensor(Image.fromarray(native))[:, :40], exact, rtol=0, atol=1e-6)
+
+
 def test_augmented_boxes_stay_inside_the_image_and_keep_positive_size():
     t = build_transform(S, OPENAI_MEAN, OPENAI_STD, Augmentation(scale_range=(0.3, 2.0)))
     boxes = np.array([[0.0, 0.0, 30.0, 20.0], [50.0, 10.0, 80.0, 50.0], [20.0, 20.0, 60.0, 40.0]])

@@ -155,7 +155,7 @@ def target_lines(table: list[dict]) -> list[str]:
             lines.append(f"fp32 batch {big['batch']} per image vs batch 1: {verdict(fp32(big) / fp32(one), 1.0)}.")
         if one["precision"] == "bf16":
             lines.append(f"bf16 batch {big['batch']} images/s vs batch 1: {verdict(big['cached_ips'] / one['cached_ips'], 1.3)}.")
-    for r in (one, big):
+    for r in (one, big) if big is not one else (one,):  # one batch measured: one line, not the same twice
         if r and r.get("backbone_fraction") is not None and r["precision"] == "bf16":
             lines.append(f"bf16 backbone share of the bf16 GEMM rate, B/32 batch {r['batch']}: "
                          f"{verdict(100 * r['backbone_fraction'], 60, ' %')}.")
