@@ -1,11 +1,20 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# torch.compile's cache in a folder of this run's own, set before torch is imported. Its keys do not hold
+# ATEN_CPU_CAPABILITY, so kernels that `make test` compiled for AVX512 were reused by `make test-isa`'s AVX2 run
+# (NaN outputs), and AVX2 kernels the other way round crashed the interpreter (an AMX Xeon, torch 2.14.1).
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ovdet-tests-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 sys.path.insert(0, str(Path(__file__).parent))
 
 COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128-val"

@@ -178,6 +178,13 @@ def set_precision(detector, precision: str = "auto", calibration: list | None = 
         context = detector.__dict__.setdefault("_bf16_context", Bf16Weights(detector.head.context, fp32_output=True))
         context.set(resolved == "bf16")
     unpack(vision)  # quantisation and casts want plain nn.Linear layers
+    if detector.device.type == "cpu" and isinstance(backbone, CLIPResNetBackbone):
+        # oneDNN's convolutions run channels-last without reordering every map: on an AMX Xeon the embedded model
+        # took 32.9 instead of 37.5 ms an image at batch 1 (22.0 instead of 24.7 at batch 8). Saving is unaffected:
+        # every writer makes its tensors contiguous.
+        for module in (vision, getattr(detector.head, "context", None)):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
     if resolved == "int8":
         if state["int8"] is None or calibration is not None:
             state["int8"] = (int8_resnet_tower(detector, vision, calibration)
