@@ -179,7 +179,6 @@ def test_cli_detect_with_a_runtime_prints_the_torch_boxes(tmp_path, capsys):
     assert refused.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
-
 @pytest.mark.skipif("onnxruntime" not in RUNTIMES, reason="onnxruntime is not installed")
 def test_onnxruntime_sessions_sleep_after_a_run(tiny_owl, monkeypatch):
     """onnxruntime's threads spin after a run by default and take the cores from what runs next (ovdet's own post-

@@ -100,19 +100,15 @@ def _compile(peer: str, model, example: dict):
         import warnings
         from pathlib import Path
 
-        import onnxruntime as ort
-
-        from ovdet.export.onnx import _quiet_exporter
+        from ovdet.export.onnx import _quiet_exporter, onnx_session
 
         path = Path(tempfile.mkdtemp(prefix="ovdet-peer-")) / "owl.onnx"
         with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (), str(path), kwargs=example, dynamo=True, input_names=list(_INPUTS),
                               external_data=False)
-        from ovdet.runtime.onnxruntime_engine import session_options
-
-        # threads that sleep after a run: a spinning peer would slow the side called after it in each round
-        session = ort.InferenceSession(str(path), session_options(torch.get_num_threads()), providers=["CPUExecutionProvider"])
+        # ovdet's CPU session, whose threads sleep after a run: a spinning peer would slow the side after it
+        session = onnx_session(path, torch.get_num_threads())
         shutil.rmtree(path.parent, ignore_errors=True)  # the session holds the graph now
         out_names = [o.name for o in session.get_outputs()]
         wanted = [out_names.index(n) if n in out_names else i for i, n in enumerate(_OUTPUTS)]
