@@ -66,6 +66,9 @@ def test_adding_files_indexes_only_those_and_removed_files_are_dropped(tmp_path,
     assert [Path(img["path"]).name for img in after.images] == ["a.png", "c.png"]
     np.testing.assert_array_equal(after.embeds[: after.images[0]["regions"]], rows_a)  # kept rows untouched
     assert after.num_regions == sum(img["regions"] for img in after.images)
+    # the default model's trained region classifier names regions too: its rows follow every update
+    assert after.arrays["classifier_embeds"].shape == after.embeds.shape
+    assert after.arrays["classifier_reference_lse"].shape == (after.num_regions,)
 
     crop(a, (0, 150, 150, 300))  # changed content
     assert index_cli(photos, "--out", tmp_path / "idx") == 0

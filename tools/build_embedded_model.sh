@@ -11,7 +11,9 @@
 #   5. train the detection head on base shapes on the distilled tower (one-pass region scoring)
 #   6. tune region scoring (weights, threshold) on the tuning set; evaluate on the held-out seed with all
 #      16 names (AP50 novel / base / all), scoring ablations, dense zero-shot accuracy before / after
-#   7. export the detector in fp16 into ovdet/assets/default_model, with the tuned scoring
+#   7. F-VLM's trained region classifier on the base boxes (tools/train_region_classifier.py), its share and
+#      the threshold chosen on the tuning set; evaluated on the held-out seed
+#   8. export the detector in fp16 into ovdet/assets/default_model, with the tuned scoring
 # Usage: make embedded-model   (or: BIN=.venv/bin WORK=artifacts/embedded bash tools/build_embedded_model.sh)
 # Each stage is skipped when its output exists, so a failed run resumes where it stopped.
 set -euo pipefail
@@ -47,13 +49,14 @@ DATA="$WORK/data/shapeworld"
 FIRST="$WORK/runs/detector/detector"
 TOWER="$WORK/runs/distill/tower"
 MODEL="$WORK/runs/detector_distilled/detector"
+FINAL="$WORK/final"
 
-stage "1/7 pretrain the ShapeWorld CLIP -> $WORK/clip"
+stage "1/8 pretrain the ShapeWorld CLIP -> $WORK/clip"
 if [ ! -f "$WORK/clip/open_clip_config.json" ]; then
   "$BIN/python" tools/pretrain_clip.py experiment=shapeworld_clip out_dir="$WORK/clip" hydra.run.dir="$WORK/runs/clip"
 fi
 
-stage "2/7 ShapeWorld detection data -> $DATA"
+stage "2/8 ShapeWorld detection data -> $DATA"
 if [ ! -f "$DATA/val/instances.json" ]; then
   "$BIN/ovdet" shapeworld --out "$DATA/val" --num-images "$VAL_IMAGES" --seed 1000 --quiet
 fi
@@ -64,20 +67,20 @@ if [ ! -f "$DATA/train/instances.json" ]; then
   "$BIN/ovdet" shapeworld --out "$DATA/train" --num-images "$TRAIN_IMAGES" --seed 0 --annotate base --workers 2 --quiet
 fi
 
-stage "3/7 first detection head on base shapes (its proposals feed the distillation) -> $FIRST"
+stage "3/8 first detection head on base shapes (its proposals feed the distillation) -> $FIRST"
 train_head "$WORK/clip" "$WORK/runs/detector"
 
-stage "4/7 dense distillation on the first head's proposals (no labels) -> $TOWER"
+stage "4/8 dense distillation on the first head's proposals (no labels) -> $TOWER"
 if [ ! -f "$TOWER/ovdet_tower.json" ]; then
   "$BIN/ovdet" train experiment=dense_distill model.clip="$WORK/clip" module.proposals="$FIRST" \
     module.proposal_threshold=0.1 module.max_proposals=12 data.num_scenes="$DISTILL_SCENES" \
     trainer.max_epochs="$DISTILL_EPOCHS" "${NAMES_ARGS[@]}" hydra.run.dir="$WORK/runs/distill"
 fi
 
-stage "5/7 detection head on base shapes on the distilled tower -> $MODEL"
+stage "5/8 detection head on base shapes on the distilled tower -> $MODEL"
 train_head "$TOWER" "$WORK/runs/detector_distilled"
 
-stage "6/7 tune on seed 2000; evaluate on the held-out seed 1000 (all 16 names) -> $RESULTS"
+stage "6/8 tune on seed 2000; evaluate on the held-out seed 1000 (all 16 names) -> $RESULTS"
 if [ ! -f "$WORK/tuning.json" ]; then
   "$BIN/python" tools/tune_region_scoring.py "$MODEL" "$DATA/tune" --out "$WORK/tuning.json"
 fi
@@ -106,8 +109,15 @@ for tower in "$WORK/clip" "$TOWER"; do
     --out "$RESULTS/dense_zero_shot_$(basename "$tower").json" --overwrite
 done
 
-stage "7/7 export fp16 -> $MODEL_OUT"
-"$BIN/python" - "$WORK/tuned" "$MODEL_OUT" <<'PY'
+stage "7/8 region classifier on the base boxes, its share chosen on the tuning set -> $FINAL"
+if [ ! -f "$FINAL/config.json" ]; then
+  "$BIN/python" tools/train_region_classifier.py "$WORK/tuned" --annotations "$DATA/train/instances.json" \
+    --images "$DATA/train/images" --tune "$DATA/tune" --classifier-weights 0.3 0.5 0.7 --out "$FINAL" --quiet
+fi
+"$BIN/ovdet" eval --model "$FINAL" --annotations "$DATA/val/instances.json" --images "$DATA/val/images" \
+  --out "$RESULTS/region_classifier/metrics.json" --report "$RESULTS/region_classifier" --overwrite
+stage "8/8 export fp16 -> $MODEL_OUT"
+"$BIN/python" - "$FINAL" "$MODEL_OUT" <<'PY'
 import sys, torch
 from ovdet.models.detector import Detector
 Detector.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], dtype=torch.float16)

@@ -83,6 +83,28 @@ class CropRescorer:
         pass per box; `region_map` unused). `RegionPoolScorer` pools the one pass's map instead."""
         return self.crop_embeddings(backbone, pixel_values, boxes)
 
+    def region_outputs(self, backbone, pixel_values: torch.Tensor, boxes: torch.Tensor,
+                       region_map: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([B*K, E] normalised embeddings that name the boxes, [B*K, E] a trained classifier's or None)."""
+        return self.region_embeddings(backbone, pixel_values, boxes, region_map).flatten(0, 1), None
+
+    def probabilities(self, embeds: torch.Tensor, query_embeds: torch.Tensor,
+                      reference_embeds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax over queries and reference names of embeds [N, E] -> ([N, Q] the queries' share, [Q] bool:
+        which queries are reference (base) names)."""
+        q = query_embeds.shape[0]
+        logits = self.logit_scale * embeds @ query_embeds.float().T  # [N, Q]
+        is_reference = torch.zeros(q, dtype=torch.bool, device=logits.device)  # [Q]
+        if reference_embeds is not None:
+            reference = reference_embeds.to(query_embeds).float()  # [R, E]
+            # A reference name that is also a query (same embedding) must not compete twice: the exported
+            # file bakes every reference name and cannot drop them by text, so they are dropped by embedding.
+            same = (reference @ query_embeds.float().T) > DUPLICATE_COSINE  # [R, Q]
+            ref_logits = (self.logit_scale * embeds @ reference.T).masked_fill(same.any(-1), float("-inf"))  # [N, R]
+            logits = torch.cat([logits, ref_logits], dim=-1)  # [N, Q + R]
+            is_reference = same.any(0)  # [Q]: a reference (base) name
+        return logits.softmax(-1)[:, :q], is_reference
+
     @torch.no_grad()
     def __call__(
         self,
@@ -101,19 +123,14 @@ class CropRescorer:
         k = min(self.topk, p)
         top = objectness.topk(k, dim=1).indices  # [B, K]
         chosen = torch.gather(boxes, 1, top[..., None].expand(-1, -1, 4))  # [B, K, 4] cxcywh
-        embeds = self.region_embeddings(backbone, pixel_values, chosen, region_map).flatten(0, 1)  # [B*K, E]
-        q = query_embeds.shape[0]
-        logits = self.logit_scale * embeds @ query_embeds.float().T  # [B*K, Q]
-        weight = torch.full((q,), self.novel_weight, device=logits.device)  # [Q]
-        if reference_embeds is not None:
-            reference = reference_embeds.to(query_embeds).float()  # [R, E]
-            # A reference name that is also a query (same embedding) must not compete twice: the exported
-            # file bakes every reference name and cannot drop them by text, so they are dropped by embedding.
-            same = (reference @ query_embeds.float().T) > DUPLICATE_COSINE  # [R, Q]
-            ref_logits = (self.logit_scale * embeds @ reference.T).masked_fill(same.any(-1), float("-inf"))  # [B*K, R]
-            logits = torch.cat([logits, ref_logits], dim=-1)  # [B*K, Q + R]
-            weight = torch.where(same.any(0), self.weight, weight)  # [Q]: a reference (base) name gets w
-        probs = logits.softmax(-1)[:, :q].reshape(b, k, q)  # [B, K, Q]
+        embeds, classified = self.region_outputs(backbone, pixel_values, chosen, region_map)  # [B*K, E] each
+        probs, is_reference = self.probabilities(embeds, query_embeds, reference_embeds)  # [B*K, Q], [Q]
+        weight = torch.where(is_reference, self.weight, self.novel_weight)  # [Q]: a reference (base) name gets w
+        if classified is not None:  # F-VLM: the trained classifier's probability joins CLIP's, per base / novel
+            trained, _ = self.probabilities(classified, query_embeds, reference_embeds)  # [B*K, Q]
+            share = torch.where(is_reference, self.classifier_weight, self.novel_classifier_weight)  # [Q]
+            probs = probs ** (1 - share) * trained**share
+        probs = probs.reshape(b, k, -1)  # [B, K, Q]
         obj = torch.gather(objectness, 1, top).sigmoid()[..., None]  # [B, K, 1]
         score = (obj ** (1 - weight) * probs**weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
         logits = torch.full((b, p, probs.shape[-1]), MASKED_LOGIT, device=boxes.device)

@@ -13,6 +13,7 @@ from ovdet.errors import OvdetWarning
 from ovdet.models.crop_rescorer import CropRescorer
 from ovdet.models.detector_config import DetectorConfig
 from ovdet.models.head import DetectionHead
+from ovdet.models.region_classifier import RegionClassifier
 from ovdet.models.region_pool_scorer import RegionPoolScorer
 from ovdet.models.text_encoder import TextEncoder
 from ovdet.preprocess import ImagePreprocessor
@@ -48,6 +49,10 @@ class Detector(nn.Module):
         if clip.head_init and config.info.get("untrained", False):  # SigLIP: start from its sigmoid scale and bias
             self.head.init_logit_scale(**clip.head_init)
         self.preprocessor = ImagePreprocessor(config.image_size, backbone.image_mean, backbone.image_std, config.preprocess)
+        hidden = (config.region_scoring or {}).get("classifier_hidden")
+        # F-VLM's trained region classifier (tools/train_region_classifier.py), saved with the head when there is one
+        self.region_classifier = (RegionClassifier(backbone.region_stage_features, self.text_encoder.embed_dim, hidden)
+                                  if hidden and hasattr(backbone, "region_stage") else None)
         self.rescorer: CropRescorer | None = None
         self._build_rescorer()
 
@@ -108,7 +113,10 @@ class Detector(nn.Module):
             if not hasattr(self.backbone, "pool_region_features"):
                 raise ValueError(f"region_scoring needs a tower that pools its own regions (ResNet CLIP); "
                                  f"{type(self.backbone).__name__} has none, set region_scoring to null")
-            self.rescorer = RegionPoolScorer(**{"logit_scale": logit_scale, **pooled})
+            if pooled.get("classifier_hidden") and self.region_classifier is None:
+                raise ValueError("region_scoring.classifier_hidden names a trained region classifier this detector does "
+                                 "not hold; train one with tools/train_region_classifier.py or drop the classifier_* keys")
+            self.rescorer = RegionPoolScorer(**{"logit_scale": logit_scale, **pooled}, classifier=self.region_classifier)
 
     def config(self, clip_path: str) -> dict:
         """The `config.json` of this detector with its CLIP at `clip_path`."""
@@ -248,4 +256,7 @@ class Detector(nn.Module):
         """Everything trained on top of CLIP (head, merge norm), without the CLIP weights."""
         from ovdet.models.detector_io import CLIP_PREFIXES
 
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(CLIP_PREFIXES)}
+        skip = CLIP_PREFIXES
+        if not (self.settings.region_scoring or {}).get("classifier_hidden"):
+            skip = (*skip, "region_classifier.")  # its config keys were dropped: so are its weights
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}

@@ -128,21 +128,26 @@ _RANGES = {
 }
 _RESCORE_TYPES = {"topk": int, "weight": (int, float), "novel_weight": (int, float), "context": (int, float),
                   "reference": list}
+# region_scoring only: a trained RegionClassifier of the pooled regions and its share of the naming (F-VLM)
+_CLASSIFIER_TYPES = {"classifier_hidden": int, "classifier_weight": (int, float), "novel_classifier_weight": (int, float)}
 
 
 def _check_rescore(rescore: dict | None, key: str) -> None:
     """`rescore` / `region_scoring`: a dict of CropRescorer settings, or None."""
     if rescore is None:
         return
-    unknown = sorted(set(rescore) - set(_RESCORE_TYPES))
+    types = {**_RESCORE_TYPES, **_CLASSIFIER_TYPES} if key == "region_scoring" else _RESCORE_TYPES
+    unknown = sorted(set(rescore) - set(types))
     if unknown:
-        raise ValueError(f"{key} has unknown key(s) {unknown}; known: {sorted(_RESCORE_TYPES)}")
+        raise ValueError(f"{key} has unknown key(s) {unknown}; known: {sorted(types)}")
     for name, value in rescore.items():
-        if isinstance(value, bool) or not isinstance(value, _RESCORE_TYPES[name]):
+        if isinstance(value, bool) or not isinstance(value, types[name]):
             raise ValueError(f"{key}.{name} has the wrong type: {value!r}")
+    if not 1 <= rescore.get("classifier_hidden", 1) <= 8192:
+        raise ValueError(f"{key}.classifier_hidden must be in 1..8192, got {rescore['classifier_hidden']!r}")
     if not 1 <= rescore.get("topk", 32) <= 4096:
         raise ValueError(f"{key}.topk must be in 1..4096, got {rescore['topk']!r}")
-    for name in ("weight", "novel_weight"):
+    for name in ("weight", "novel_weight", "classifier_weight", "novel_classifier_weight"):
         if not 0 <= rescore.get(name, 0.5) <= 1:
             raise ValueError(f"{key}.{name} must be in 0..1, got {rescore[name]!r}")
     if not all(isinstance(n, str) for n in rescore.get("reference", [])):

@@ -14,6 +14,7 @@ from ovdet.errors import ImageLoadError
 from ovdet.image_io import load_image, original_size
 from ovdet.inference.image_dataset import ImageDataset, collate_images
 from ovdet.search.region_encoder import encode_regions
+from ovdet.search.region_index import CLASSIFIER_ARRAYS
 
 
 class RegionImageDataset(ImageDataset):
@@ -59,8 +60,8 @@ class RegionIndexModule(L.LightningModule):
             # as PostProcess does: a region wholly in the padding is never a candidate
             keep = ((boxes[:, 2] - boxes[:, 0] >= 0.5) & (boxes[:, 3] - boxes[:, 1] >= 0.5)).cpu().numpy()
             arrays = {"boxes": boxes.cpu().numpy(), **{k: out[k][i].cpu().numpy() for k in
-                                                       ("objectness", "logit_scale", "logit_bias",
-                                                        "reference_lse")}}  # fmt: skip
+                                                       ("objectness", "logit_scale", "logit_bias", "reference_lse",
+                                                        *CLASSIFIER_ARRAYS) if k in out}}  # fmt: skip
             records.append({"id": image_id, "width": size[0], "height": size[1],
                             "embeds": out["embeds"][i].cpu().numpy()[keep],
                             "arrays": {k: v[keep] for k, v in arrays.items()}})  # fmt: skip

@@ -3,7 +3,8 @@
 `ovdet detect`'s score of a region for a query is a function of the region alone and the query's embedding:
 - with region scoring (the embedded model) or crop re-scoring, only the top-K regions by objectness are scored,
   from the re-scorer's own embedding of each box (`rescorer.region_embeddings`: pooled from the pass's region
-  map, or the crop's CLIP embedding) and the objectness logit;
+  map, or the crop's CLIP embedding) and the objectness logit, and, where the model has F-VLM's trained region
+  classifier, that classifier's embedding of each box too;
 - with the head alone, every region is scored as `logit = scale * cos(region, query) + bias`, where the head's
   per-region scale and shift are read off its output for probe queries (a zero query gives `bias`, unit
   queries give `scale`), so no head internals are reached into.
@@ -52,7 +53,8 @@ def encode_regions(detector, pixel_values: torch.Tensor, regions: int) -> dict[s
     Returns:
         `boxes` [B, K, 4] xyxy 0..1 of the model input, `objectness` [B, K] logits, `embeds` [B, K, E]
         L2-normalised, `logit_scale` / `logit_bias` [B, K] (head scoring; 1 and 0 otherwise), `reference_lse`
-        [B, K] (re-scoring: `reference_logsumexp`; 0 otherwise).
+        [B, K] (re-scoring: `reference_logsumexp`; 0 otherwise); with a trained region classifier also
+        `classifier_embeds` [B, K, E] and `classifier_reference_lse` [B, K], its own naming of the same regions.
     """
     pixels = pixel_values.to(detector.device)
     e = detector.text_encoder.embed_dim
@@ -68,10 +70,15 @@ def encode_regions(detector, pixel_values: torch.Tensor, regions: int) -> dict[s
     boxes = pick(out["pred_boxes"].float())  # [B, K, 4] cxcywh
     logits = pick(out["logits"].float())  # [B, K, 1 + E]
     reference_lse = torch.zeros_like(logits[..., 0])  # [B, K]
+    extra = {}
     if detector.rescorer is not None:
-        embeds = detector.rescorer.region_embeddings(detector.backbone, pixels, boxes, region_map).float()  # [B, K, E]
+        embeds, classified = detector.rescorer.region_outputs(detector.backbone, pixels, boxes, region_map)  # [B*K, E]
+        embeds = embeds.float().view(*boxes.shape[:2], -1)  # [B, K, E]
         scale, bias = torch.ones_like(logits[..., 0]), torch.zeros_like(logits[..., 0])
         reference_lse = reference_logsumexp(detector, embeds)
+        if classified is not None:  # F-VLM's trained classifier names the regions too: its terms are stored beside
+            classified = classified.float().view(*boxes.shape[:2], -1)  # [B, K, E]
+            extra = {"classifier_embeds": classified, "classifier_reference_lse": reference_logsumexp(detector, classified)}
     else:
         embeds = pick(out["region_embeds"].float())  # [B, K, E]
         bias = logits[..., 0]  # [B, K]: shift * scale, the logit of a zero query
@@ -79,7 +86,7 @@ def encode_regions(detector, pixel_values: torch.Tensor, regions: int) -> dict[s
         scale = (logits[..., 1:] - bias[..., None]).norm(dim=-1)  # [B, K]
         embeds = F.normalize(embeds, dim=-1)
     return {"boxes": box_convert(boxes, "cxcywh", "xyxy"), "objectness": pick(out["objectness"].float()),
-            "embeds": embeds.float(), "logit_scale": scale, "logit_bias": bias, "reference_lse": reference_lse}
+            "embeds": embeds.float(), "logit_scale": scale, "logit_bias": bias, "reference_lse": reference_lse, **extra}
 
 
 def reference_logsumexp(detector, embeds: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,9 @@
     INDEX/index.json           ovdet's mark, the model (name and fingerprint), settings, one entry per image
     INDEX/regions.faiss        FAISS IndexFlatIP of the region embeddings [N, E], rows in image order
     INDEX/regions.safetensors  per row: boxes [N, 4] xyxy pixels, objectness, logit_scale, logit_bias and
-                               reference_lse [N] (see `ovdet.search.region_encoder`)
+                               reference_lse [N]; with a model that has a trained region classifier also
+                               classifier_embeds [N, E] and classifier_reference_lse [N]
+                               (see `ovdet.search.region_encoder`)
 
 FAISS, not LanceDB, by measurement (tools/search_benchmark.py stores): a flat scan of 1M regions takes 59 ms
 against LanceDB's 1.1 s, and adding them 0.6 s against 5.5 s; LanceDB updates one image in place (18 ms) where
@@ -27,6 +29,7 @@ VERSION = 1
 META, VECTORS, ARRAYS = "index.json", "regions.faiss", "regions.safetensors"
 FILES = (META, VECTORS, ARRAYS)
 ARRAY_NAMES = ("boxes", "objectness", "logit_scale", "logit_bias", "reference_lse")
+CLASSIFIER_ARRAYS = ("classifier_embeds", "classifier_reference_lse")  # only a model with a region classifier
 KIND = "a region index"
 
 
@@ -71,8 +74,9 @@ class RegionIndex:
         """Add images' entries and their rows (per image: embeds [K, E], arrays as `arrays`), in one copy."""
         self.images += [{**image, "regions": len(rows)} for image, rows in zip(images, embeds)]
         self.embeds = np.concatenate([self.embeds, *embeds]).astype(np.float32, copy=False)
-        self.arrays = {k: np.concatenate([self.arrays[k], *(a[k] for a in arrays)]).astype(np.float32, copy=False)
-                       for k in ARRAY_NAMES}  # fmt: skip
+        names = list(ARRAY_NAMES) + [k for k in CLASSIFIER_ARRAYS if arrays and k in arrays[0]]
+        self.arrays = {k: np.concatenate([a for a in [self.arrays.get(k), *(a[k] for a in arrays)] if a is not None])
+                       .astype(np.float32, copy=False) for k in names}  # fmt: skip
         self.store = None
 
     def meta(self) -> dict:
@@ -161,11 +165,12 @@ def _read_rows(folder: Path, dim: int) -> tuple[object, np.ndarray, dict[str, np
         missing = [k for k in ARRAY_NAMES if k not in arrays]
         if missing:
             raise ValueError(f"no {missing}")
+        names = ARRAY_NAMES + tuple(k for k in CLASSIFIER_ARRAYS if k in arrays)
     except Exception as err:  # noqa: BLE001 - faiss raises RuntimeError, safetensors its own: all mean "damaged"
         message = " ".join(str(err).split())[:200]
         raise OvdetError(f"index '{folder}' is damaged ({type(err).__name__}: {message}); delete it and run "
                          "`ovdet index` again") from None
-    return flat, embeds, {k: arrays[k].astype(np.float32, copy=False) for k in ARRAY_NAMES}
+    return flat, embeds, {k: arrays[k].astype(np.float32, copy=False) for k in names}
 
 
 def _faiss():

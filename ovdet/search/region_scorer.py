@@ -5,7 +5,8 @@ threshold and NMS):
 - head scoring: sigmoid(logit_scale * cos(region, query) + logit_bias), the head's own logit;
 - region / crop re-scoring (`CropRescorer`): objectness^(1 - w) * softmax_q(CLIP logits)^w, the softmax over
   the queries and the model's reference names, w the base or novel weight; the same formula as
-  `CropRescorer.__call__`, applied to the stored embeddings (tests check both give the same numbers).
+  `CropRescorer.__call__`, applied to the stored embeddings (tests check both give the same numbers); with a
+  trained region classifier, the probability is p_clip^(1 - s) * p_classifier^s as there.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class Hit:
 
 def score_regions(embeds: torch.Tensor, objectness: torch.Tensor, logit_scale: torch.Tensor,
                   logit_bias: torch.Tensor, queries: torch.Tensor, rescorer=None,
-                  reference: torch.Tensor | None = None, reference_lse: torch.Tensor | None = None) -> torch.Tensor:
+                  reference: torch.Tensor | None = None, reference_lse: torch.Tensor | None = None,
+                  classifier_embeds: torch.Tensor | None = None,
+                  classifier_reference_lse: torch.Tensor | None = None) -> torch.Tensor:
     """Scores [N, Q] in 0..1 of N stored regions for Q query embeddings.
 
     Args:
@@ -45,27 +48,38 @@ def score_regions(embeds: torch.Tensor, objectness: torch.Tensor, logit_scale: t
         reference_lse: [N] the regions' logsumexp over the reference names, stored at index time with the same
             embeddings (`region_encoder.reference_logsumexp`), or None: then they are multiplied here. Unused
             when a query is itself a reference name (the softmax must not count it twice).
+        classifier_embeds, classifier_reference_lse: [N, E], [N] the trained region classifier's naming of the
+            same regions (F-VLM), or None; its probability joins CLIP's by the re-scorer's shares, as in
+            `CropRescorer.__call__`.
     """
     queries, q = queries.float(), queries.shape[0]
     if rescorer is None:
         cos = l2_normalize(queries) @ embeds.T  # [Q, N]: the one matrix product
         return torch.sigmoid(logit_scale * cos + logit_bias).T  # [N, Q]
     weight = torch.full((q,), rescorer.novel_weight)  # [Q]
+    is_reference = torch.zeros(q, dtype=torch.bool)  # [Q]
     rows, duplicate = queries, False
     if reference is not None and len(reference):
         reference = reference.float()  # [R, E]
         same = (reference @ queries.T) > DUPLICATE_COSINE  # [R, Q]: a reference name that is a query competes once
-        rows, duplicate = torch.cat([queries, reference[~same.any(-1)]]), bool(same.any())  # [Q + R', E]
-        weight = torch.where(same.any(0), torch.tensor(rescorer.weight), weight)  # [Q]
-    if reference_lse is not None and not duplicate:
-        logits = rescorer.logit_scale * (queries @ embeds.T)  # [Q, N]: the one matrix product
-        queries_lse = logits.logsumexp(0) if q > 1 else logits[0]  # [N]
-        log_probs = logits - torch.logaddexp(queries_lse, reference_lse)  # [Q, N]
-    else:
+        rows, duplicate, is_reference = torch.cat([queries, reference[~same.any(-1)]]), bool(same.any()), same.any(0)
+        weight = torch.where(is_reference, torch.tensor(rescorer.weight), weight)  # [Q]
+
+    def log_probs(z: torch.Tensor, lse: torch.Tensor | None) -> torch.Tensor:  # z [N, E] -> [Q, N]
+        if lse is not None and not duplicate:
+            logits = rescorer.logit_scale * (queries @ z.T)  # [Q, N]: the one matrix product
+            queries_lse = logits.logsumexp(0) if q > 1 else logits[0]  # [N]
+            return logits - torch.logaddexp(queries_lse, lse)  # [Q, N]
         # [Q + R', N], not [N, Q + R']: the softmax then reduces across rows, each a contiguous run over the regions
-        logits = rescorer.logit_scale * (rows @ embeds.T)  # the one matrix product
-        log_probs = logits[:q] - logits.logsumexp(0)  # [Q, N]
-    log_score = (1 - weight)[:, None] * F.logsigmoid(objectness)[None] + weight[:, None] * log_probs  # [Q, N]
+        logits = rescorer.logit_scale * (rows @ z.T)  # the one matrix product
+        return logits[:q] - logits.logsumexp(0)  # [Q, N]
+
+    log_p = log_probs(embeds, reference_lse)  # [Q, N]
+    if classifier_embeds is not None and getattr(rescorer, "classifier", None) is not None:
+        share = torch.where(is_reference, rescorer.classifier_weight, rescorer.novel_classifier_weight)  # [Q]
+        trained = log_probs(classifier_embeds.float(), classifier_reference_lse if reference_lse is not None else None)
+        log_p = (1 - share)[:, None] * log_p + share[:, None] * trained  # p_clip^(1 - s) * p_classifier^s
+    log_score = (1 - weight)[:, None] * F.logsigmoid(objectness)[None] + weight[:, None] * log_p  # [Q, N]
     return log_score.exp().clamp(1e-6, 1 - 1e-6).T  # [N, Q]: objectness^(1 - w) * probs^w
 
 

@@ -43,6 +43,7 @@ def search(detector, index: RegionIndex, queries: list[str], exemplars=None, tem
     own_templates = templates is None or templates == detector.templates  # what the stored reference term used
     scores = score_regions(rows["embeds"], rows["objectness"], rows["logit_scale"], rows["logit_bias"],
                            bank.positives.float().cpu(), detector.rescorer, reference,
-                           rows["reference_lse"] if own_templates else None)  # [N, Q]
+                           rows["reference_lse"] if own_templates else None,
+                           rows.get("classifier_embeds"), rows.get("classifier_reference_lse"))  # [N, Q]
     ranked = rank_hits(scores, rows["boxes"], rows["image_rows"], top, nms, threshold)
     return to_hits(index, ranked, labels)

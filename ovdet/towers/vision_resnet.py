@@ -112,10 +112,21 @@ class CLIPResNetBackbone(VisionBackbone):
         """[K, C3, r, r] layer3 features RoI-aligned over boxes (r = `region_roi_size`) -> [K, E] joint-space
         embeddings (not normalised): the tower's own last stage and attention pool run on each box (Faster
         R-CNN's C4 head with CLIP's weights). The image is encoded once; only layer4 runs per box, on r x r."""
+        return self.global_embedding(self.region_stage(rois))  # [K, C, r/2, r/2] -> [K, E]
+
+    def region_stage(self, rois: torch.Tensor) -> torch.Tensor:
+        """The tower's last stage on RoI-aligned layer3 features: [K, C3, r, r] -> [K, C, r/2, r/2] (what the
+        attention pool, and a `RegionClassifier`, read)."""
         weight = next((p for p in self.vision.layer4.parameters() if p.is_floating_point()), None)
         if weight is not None:  # bf16 weights (set_precision): the input follows, as whole-tower calls are cast
             rois = rois.to(weight.dtype)
-        return self.global_embedding(self.vision.layer4(rois))  # [K, C, r/2, r/2] -> [K, E]
+        return self.vision.layer4(rois)
+
+    @property
+    def region_stage_features(self) -> int:
+        """Size of `region_stage`'s output flattened: C x (r/2)^2."""
+        pos = self.vision.attnpool.positional_embedding  # [1 + g*g, C]
+        return pos.shape[1] * (pos.shape[0] - 1)
 
     def feature_maps(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last two ResNet stages: [B, 3, S, S] -> ([B, C3, S/16, S/16], [B, C, S/32, S/32])."""

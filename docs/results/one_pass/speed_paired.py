@@ -3,6 +3,9 @@ target): the shipped model loaded three times, each scored one way (`ovdet bench
 `Detector.detect` (pre- and post-processing included, text cached) called in turn for 11 rounds after a warm-up.
 
     python docs/results/one_pass/speed_paired.py --batch 1,8 --precision fp32,bf16 --out docs/results/one_pass/speed_paired_amx.json
+
+Since the region classifier (docs/RESULTS.md §5g), `embedded` includes it and a fourth side,
+`embedded-without-classifier`, is the same model with `classifier_weight` 0 (the one pass as it shipped before).
 """
 
 import argparse
@@ -19,7 +22,7 @@ from ovdet.benchmark.models import embedded_scoring
 from ovdet.benchmark.workload import synthetic_images, synthetic_names
 from ovdet.models.detector import Detector
 
-SIDES = ("embedded", "embedded-crops", "embedded-dense")
+SIDES = ("embedded", "embedded-crops", "embedded-dense", "embedded-without-classifier")
 
 
 def measure(batch: int, precision: str, rounds: int) -> dict:
@@ -27,7 +30,10 @@ def measure(batch: int, precision: str, rounds: int) -> dict:
     detectors = {}
     for side in SIDES:
         detector = Detector.from_pretrained(DEFAULT_MODEL)
-        embedded_scoring(detector, side)
+        if side == "embedded-without-classifier":
+            detector.set_region_scoring({**detector.region_scoring, "classifier_weight": 0.0})
+        else:
+            embedded_scoring(detector, side)
         detector.set_precision(precision)
         detectors[side] = detector
     seconds = {side: [] for side in SIDES}
