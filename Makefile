@@ -47,7 +47,7 @@ DEFAULT_MODEL := ovdet/assets/default_model
 
 # Detect a novel shape ("star"), an attribute phrase and a base shape in the bundled scene (without the
 # embedded model, an untrained plumbing model stands in and says so, at threshold 0.6). The embedded model
-# uses its own threshold (0.38, the F1-best of its tuning set): both red circles, the star and the square.
+# uses its own threshold (0.39, the F1-best of its tuning set): both red circles, the star and the square.
 detect: install
 	@if [ -f $(DEFAULT_MODEL)/config.json ]; then model=""; else \
 	  test -f out/plumbing-model/config.json || $(BIN)/python tools/make_random_model.py out/plumbing-model; \

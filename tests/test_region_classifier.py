@@ -103,7 +103,28 @@ def test_the_fit_names_its_training_regions_and_the_vocabulary_stays_an_input(on
     assert ((embeds @ text.T).argmax(-1) == labels).float().mean() > 0.95
 
 
-def test_the_tool_adds_a_classifier_and_refuses_bad_input(detector, tmp_path, capsys, one_thread):
+def test_unnamed_regions_learn_the_teachers_crop_embedding(one_thread):
+    """Label -1 rows carry no name; with a teacher's crop embeddings they still pull the classifier toward it."""
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(2, 8), dim=-1)  # [L, E]: two (base) names
+    centres = torch.randn(3, 40) * 3
+    group = torch.arange(3).repeat_interleave(50)  # the third cluster is a shape no annotation names
+    maps = (centres[group] + torch.randn(150, 40)).half()  # [N, D]
+    labels = torch.where(group < 2, group, -1)
+    novel = F.normalize(torch.randn(8), dim=0)  # [E]: where the teacher puts the unnamed shape
+    crops = torch.cat([text, novel[None]])[group]  # [N, E]
+    named_only, _ = fit_region_classifier(maps, labels, text, 20.0, hidden=32, epochs=150, progress=False)
+    with_teacher, _ = fit_region_classifier(maps, labels, text, 20.0, hidden=32, epochs=150, progress=False,
+                                            crops=crops, crop_weight=3.0)
+    with torch.no_grad():
+        cos = [F.normalize(net(maps[group == 2]), dim=-1) @ novel for net in (named_only, with_teacher)]  # [50] each
+    assert cos[1].mean() > 0.8 and cos[1].mean() > cos[0].mean() + 0.5  # measured 0.92 against 0.03
+    with torch.no_grad():  # the names are still learnt
+        named = F.normalize(with_teacher(maps[group < 2]), dim=-1) @ text.T
+    assert (named.argmax(-1) == group[group < 2]).float().mean() > 0.95
+
+
+def test_the_tool_adds_a_classifier_and_refuses_bad_input(detector, resnet_dir, tmp_path, capsys, one_thread):  # noqa: F811
     import train_region_classifier as tool
     from ovdet.data.shapeworld_dataset import write_dataset
 
@@ -117,6 +138,7 @@ def test_the_tool_adds_a_classifier_and_refuses_bad_input(detector, tmp_path, ca
     info = json.loads((tmp_path / "new/config.json").read_text())["info"]["region_classifier"]
     base = {c["name"] for c in json.loads((tmp_path / "sw/instances.json").read_text())["categories"] if c["split"] == "base"}
     assert info["regions"] > 0 and set(info["names"]) <= base  # only annotated (base) names are ever targets
+    plain = info["regions"]
     write_dataset(tmp_path / "tune", num_images=3, seed=2000, progress=False)
     tuned = ["--tune", str(tmp_path / "tune"), "--classifier-weights", "0", "1", "--out", str(tmp_path / "tuned")]
     assert tool.main([str(model), *args, *tuned]) == 0
@@ -124,6 +146,13 @@ def test_the_tool_adds_a_classifier_and_refuses_bad_input(detector, tmp_path, ca
     assert [row["classifier_weight"] for row in info["tuning"]] == [0.0, 1.0]
     chosen = Detector.from_pretrained(tmp_path / "tuned")
     assert chosen.region_scoring["classifier_weight"] in (0.0, 1.0) and chosen.threshold == info["threshold"]
+    taught = ["--teacher", str(resnet_dir), "--novel-classifier-weight", "0", "0.5", "--classifier-weights", "0.5"]
+    assert tool.main([str(model), *args, "--tune", str(tmp_path / "tune"), *taught, "--out", str(tmp_path / "taught")]) == 0
+    info = json.loads((tmp_path / "taught/config.json").read_text())["info"]["region_classifier"]
+    assert [row["novel_classifier_weight"] for row in info["tuning"]] == [0.0, 0.5] and info["crop_weight"] == 3.0
+    assert info["regions"] > plain and info["teacher"] == str(resnet_dir)  # every top region, named or not
+    assert tool.main([str(model), *args, "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
+    assert "--teacher" in capsys.readouterr().err
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs/notes.txt").write_text("mine")
     assert tool.main([str(model), *args, "--out", str(tmp_path / "theirs")]) == 2

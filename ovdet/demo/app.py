@@ -151,7 +151,7 @@ def build_app(registry: ModelRegistry, timeout_s: float = 60.0, workdir: Path | 
                     crop = ImageInput(label="Exemplar crop", type="pil", sources=["upload", "clipboard"])
                 model = gr.Dropdown(registry.names, value=registry.default, label="Model", elem_id="model")
                 threshold = gr.Slider(0.0, 1.0, value=registry.threshold(registry.default), step=0.01,
-                                      label="Score threshold")  # the default model's own (embedded: 0.38)
+                                      label="Score threshold")  # the default model's own (embedded: 0.39)
                 nms = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="NMS IoU (1 = off)")
                 max_detections = gr.Slider(1, 300, value=100, step=1, label="Maximum detections")
                 detect = gr.Button("Detect", variant="primary", elem_id="detect")

@@ -3,8 +3,10 @@
 The detector proposes as it always does; each of its top regions that overlaps an annotated box (IoU >= 0.5),
 and each annotated box itself, is pooled through the tower's last stage, and the classifier learns to put
 that map next to its name's text embedding (cross-entropy over the annotated names at CLIP's temperature).
-Only the names the annotations hold are ever targets, so novel names stay CLIP's alone. Maps are collected
-once and the fit runs on them (a few seconds an epoch on a CPU), so no Lightning loop is needed here.
+Only the names the annotations hold are ever targets. With a teacher CLIP, every top region (annotated or
+not, novel shapes included) also learns the teacher's embedding of its context crop (1 - cos, CLIPSelf's
+label-free target), so the classifier can name what no annotation names. Maps are collected once and the fit
+runs on them (a few seconds an epoch on a CPU), so no Lightning loop is needed here.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ from ovdet.models.region_classifier import RegionClassifier
 
 
 def collect_region_maps(detector, annotations: Path, images: Path, iou: float = 0.5, limit: int | None = None,
-                        batch_size: int = 8, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """([N, C*h*w] fp16 pooled maps, [N] label index, names) from the detector's top regions that overlap an
-    annotated box by `iou` and the annotated boxes themselves."""
+                        batch_size: int = 8, progress: bool = True, teacher=None,
+                        ) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
+    """([N, C*h*w] fp16 pooled maps, [N] label index, names, [N, E] teacher crop embeddings or None) from the
+    detector's top regions that overlap an annotated box by `iou` and the annotated boxes themselves. With a
+    `teacher` (a tower with `encode_crops` and `crop_size`, e.g. `region_tower(load_clip(DIR))`, that takes the
+    detector's input), every top region is kept, label -1 where no annotated box matches it, and each row gets
+    the teacher's embedding of its context crop."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -38,7 +44,7 @@ def collect_region_maps(detector, annotations: Path, images: Path, iou: float = 
         by_image.setdefault(a["image_id"], []).append(a)
     entries = [im for im in data["images"] if im["id"] in by_image][:limit]
     scorer, backbone = detector.rescorer, detector.backbone
-    maps, labels = [], []
+    maps, labels, crops = [], [], []
     query = detector.encode_queries(names)  # [N, E]: the head needs queries, their logits are not used
     with torch.inference_mode():
         for start in tqdm(range(0, len(entries), batch_size), desc="region maps", unit="batch", disable=not progress):
@@ -54,18 +60,24 @@ def collect_region_maps(detector, annotations: Path, images: Path, iou: float = 
                 truth = detector.preprocessor.to_normalized(box_convert(truth, "xywh", "xyxy"), (im["width"], im["height"]))
                 label = torch.tensor([used.index(a["category_id"]) for a in anns])  # [G]
                 overlap, match = box_iou(box_convert(boxes[i], "cxcywh", "xyxy"), truth).max(1)  # [K]
-                chosen = torch.cat([boxes[i][overlap >= iou], box_convert(truth, "xyxy", "cxcywh")])  # [M, 4]
+                hit = overlap >= iou if teacher is None else torch.ones_like(overlap, dtype=torch.bool)  # [K]
+                chosen = torch.cat([boxes[i][hit], box_convert(truth, "xyxy", "cxcywh")])  # [M, 4]
                 rois = scorer.pooled_rois(backbone, pixels[i:i + 1], chosen[None], out["region_map"][i:i + 1])
                 maps.append(backbone.region_stage(rois).flatten(1).half().cpu())  # [M, C*h*w]
-                labels.append(torch.cat([label[match[overlap >= iou]], label]))
-    return torch.cat(maps), torch.cat(labels), names
+                matched = torch.where(overlap >= iou, label[match], -1)  # [K]
+                labels.append(torch.cat([matched[hit], label]))
+                if teacher is not None:
+                    crops.append(scorer.crop_embeddings(teacher, pixels[i:i + 1], chosen[None])[0].half().cpu())
+    return torch.cat(maps), torch.cat(labels), names, torch.cat(crops) if teacher is not None else None
 
 
 def fit_region_classifier(maps: torch.Tensor, labels: torch.Tensor, text: torch.Tensor, logit_scale: float,
                           hidden: int = 512, epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.05,
-                          batch_size: int = 256, seed: int = 0, progress: bool = True) -> tuple[RegionClassifier, list[float]]:
-    """A `RegionClassifier` fitted to maps [N, D] with labels [N] indexing text [L, E] (normalised); returns it
-    (eval mode) and the mean loss of each epoch."""
+                          batch_size: int = 256, seed: int = 0, progress: bool = True,
+                          crops: torch.Tensor | None = None, crop_weight: float = 0.0) -> tuple[RegionClassifier, list[float]]:
+    """A `RegionClassifier` fitted to maps [N, D] with labels [N] indexing text [L, E] (-1: no label); with
+    `crops` [N, E] (teacher crop embeddings) the loss adds crop_weight * (1 - cos) on every row. Returns the
+    classifier (eval mode) and the mean loss of each epoch."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -77,6 +89,7 @@ def fit_region_classifier(maps: torch.Tensor, labels: torch.Tensor, text: torch.
     steps = epochs * -(-len(x) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     text = F.normalize(text.float(), dim=-1)
+    target = F.normalize(crops.float(), dim=-1) if crops is not None and crop_weight > 0 else None  # [N, E]
     losses = []
     bar = tqdm(range(epochs), desc="fit", unit="epoch", disable=not progress)
     for _ in bar:
@@ -84,7 +97,10 @@ def fit_region_classifier(maps: torch.Tensor, labels: torch.Tensor, text: torch.
         order, total = torch.randperm(len(x)), 0.0
         for start in range(0, len(x), batch_size):
             i = order[start:start + batch_size]
-            loss = F.cross_entropy(logit_scale * F.normalize(net(x[i]), dim=-1) @ text.T, labels[i])
+            z, named = F.normalize(net(x[i]), dim=-1), labels[i] >= 0  # [b, E], [b]
+            loss = F.cross_entropy(logit_scale * z[named] @ text.T, labels[i][named]) if named.any() else z.sum() * 0
+            if target is not None:
+                loss = loss + crop_weight * (1 - (z * target[i]).sum(-1)).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
