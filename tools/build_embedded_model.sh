@@ -119,7 +119,7 @@ if [ ! -f "$FINAL/config.json" ]; then
     --classifier-weights 0.5 0.7 --novel-classifier-weight 0.5 0.7 1.0 --out "$FINAL" --quiet
 fi
 "$BIN/ovdet" eval --model "$FINAL" --annotations "$DATA/val/instances.json" --images "$DATA/val/images" \
-  --out "$RESULTS/region_classifier/metrics.json" --report "$RESULTS/region_classifier" --overwrite
+  --out "$RESULTS/region_classifier_teacher/metrics.json" --report "$RESULTS/region_classifier_teacher" --overwrite
 stage "8/8 export fp16 -> $MODEL_OUT"
 "$BIN/python" - "$FINAL" "$MODEL_OUT" <<'PY'
 import sys, torch
