@@ -8,8 +8,9 @@ the object's shape right (16-way, all names). Prints per split (base / novel):
   - median IoU of the best box, recall at IoU 0.5 and 0.75, by object size too;
   - crop shape accuracy given IoU >= 0.5, and per IoU band (how much a looser box costs);
   - the same accuracy on the ground-truth boxes themselves (CLIP's ceiling in this set).
-A one-pass model (`region_scoring`) names each box as it scores: pooled from the pass's own region map
-("crop" accuracy then means that naming); `--scoring crops` measures CLIP's crops of the same boxes instead.
+A one-pass model (`region_scoring`) names each box as it scores: pooled from the pass's own region map, with its
+trained region classifier's share where it has one ("crop" accuracy then means that naming); `--scoring crops`
+measures CLIP's crops of the same boxes instead.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main() -> None:
         parser.error(str(err))
     if detector.rescorer is None:
         parser.error(f"{args.model} has no crop re-scoring or region scoring: nothing to measure")
-    name_boxes = detector.rescorer.region_embeddings  # crops, or pooled from the pass's region map
+    rescorer = detector.rescorer
     data = json.loads((args.val / "instances.json").read_text())
     cats = sorted(data["categories"], key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(cats)}
@@ -54,6 +55,11 @@ def main() -> None:
     for ann in data["annotations"]:
         per_image[ann["image_id"]].append(ann)
     queries = detector.encode_queries([c["name"] for c in cats], args.templates).float()  # [16, E]
+    # the reference names only mark which queries are base names (all 16 are asked, so none is added)
+    reference = detector.encode_queries(rescorer.reference, args.templates).float() if rescorer.reference else None
+
+    def name_boxes(pixels, boxes, region_map):  # [1, K, 4] -> [K] the name each box is given, as the model names it
+        return rescorer.naming(detector.backbone, pixels, boxes, queries, reference, region_map)[0].argmax(-1)
     rows = []  # (split, size px at the input, best IoU, crop right, ground-truth crop right)
     for image in data["images"][: args.limit]:
         anns = per_image.get(image["id"], [])
@@ -68,9 +74,8 @@ def main() -> None:
             out = detector(pixels, queries)
             top = out["objectness"][0].topk(min(detector.rescorer.topk, out["objectness"].shape[1])).indices
             boxes = out["pred_boxes"][0][top]  # [K, 4] cxcywh
-            names = (name_boxes(detector.backbone, pixels, boxes[None], out.get("region_map"))[0] @ queries.T).argmax(-1)
-            gt_cxcywh = box_convert(gt, "xyxy", "cxcywh")[None]
-            gt_names = (name_boxes(detector.backbone, pixels, gt_cxcywh, out.get("region_map"))[0] @ queries.T).argmax(-1)
+            names = name_boxes(pixels, boxes[None], out.get("region_map"))
+            gt_names = name_boxes(pixels, box_convert(gt, "xyxy", "cxcywh")[None], out.get("region_map"))
         best = box_iou(box_convert(boxes, "cxcywh", "xyxy"), gt).max(0)  # per object
         for g, label in enumerate(labels.tolist()):
             size = float((gt[g, 2:] - gt[g, :2]).prod().sqrt()) * detector.image_size

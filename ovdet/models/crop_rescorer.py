@@ -105,6 +105,20 @@ class CropRescorer:
             is_reference = same.any(0)  # [Q]: a reference (base) name
         return logits.softmax(-1)[:, :q], is_reference
 
+    def naming(self, backbone, pixel_values: torch.Tensor, boxes: torch.Tensor, query_embeds: torch.Tensor,
+               reference_embeds: torch.Tensor | None = None,
+               region_map: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """How boxes [B, K, 4] cxcywh 0..1 are named, before objectness joins: ([B*K, Q] the queries' share of the
+        softmax, [Q] bool: reference (base) names). With a trained region classifier, F-VLM's ensemble: its
+        probability joins CLIP's as p_clip^(1 - s) * p_classifier^s, s per base / novel name."""
+        embeds, classified = self.region_outputs(backbone, pixel_values, boxes, region_map)  # [B*K, E] each
+        probs, is_reference = self.probabilities(embeds, query_embeds, reference_embeds)  # [B*K, Q], [Q]
+        if classified is not None:
+            trained, _ = self.probabilities(classified, query_embeds, reference_embeds)  # [B*K, Q]
+            share = torch.where(is_reference, self.classifier_weight, self.novel_classifier_weight)  # [Q]
+            probs = probs ** (1 - share) * trained**share
+        return probs, is_reference
+
     @torch.no_grad()
     def __call__(
         self,
@@ -123,13 +137,8 @@ class CropRescorer:
         k = min(self.topk, p)
         top = objectness.topk(k, dim=1).indices  # [B, K]
         chosen = torch.gather(boxes, 1, top[..., None].expand(-1, -1, 4))  # [B, K, 4] cxcywh
-        embeds, classified = self.region_outputs(backbone, pixel_values, chosen, region_map)  # [B*K, E] each
-        probs, is_reference = self.probabilities(embeds, query_embeds, reference_embeds)  # [B*K, Q], [Q]
+        probs, is_reference = self.naming(backbone, pixel_values, chosen, query_embeds, reference_embeds, region_map)
         weight = torch.where(is_reference, self.weight, self.novel_weight)  # [Q]: a reference (base) name gets w
-        if classified is not None:  # F-VLM: the trained classifier's probability joins CLIP's, per base / novel
-            trained, _ = self.probabilities(classified, query_embeds, reference_embeds)  # [B*K, Q]
-            share = torch.where(is_reference, self.classifier_weight, self.novel_classifier_weight)  # [Q]
-            probs = probs ** (1 - share) * trained**share
         probs = probs.reshape(b, k, -1)  # [B, K, Q]
         obj = torch.gather(objectness, 1, top).sigmoid()[..., None]  # [B, K, 1]
         score = (obj ** (1 - weight) * probs**weight).clamp(1e-6, 1 - 1e-6)  # [B, K, Q]
