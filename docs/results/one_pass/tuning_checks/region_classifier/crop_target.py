@@ -4,7 +4,8 @@
 # Run on the one-pass model with the region classifier (ovdet/assets/default_model); the teacher is the packaged
 # CLIP of the previous shipped model (git show fed93df:ovdet/assets/default_model, unpacked to /tmp/oldmodel).
 #   python crop_target.py collect /tmp/sw/train3k /tmp/ct/regions.pt
-#   python crop_target.py fit /tmp/ct/regions.pt LAMBDA CE(0/1) /tmp/ct/net_L.pt
+#   python crop_target.py fit /tmp/ct/regions.pt LAMBDA CE(0/1) /tmp/ct/net_L.pt [KL]
+#     KL: weight of KL(teacher || classifier) over the 12 base names' softmax on the rows no base box matches
 #   python crop_target.py eval /tmp/ct/net_L.pt BASE_SHARE NOVEL_SHARE [/tmp/sw/tune]
 """Label-free crop target for the region classifier: collect, fit, evaluate on the tuning seed."""
 import json, sys
@@ -57,7 +58,7 @@ def collect(root: Path, target: str) -> None:
     torch.save({k: torch.cat(v) for k, v in rec.items()} | {"names": names}, target)
 
 
-def fit(path: str, lam: float, ce: float, out: str, epochs: int = 10) -> None:
+def fit(path: str, lam: float, ce: float, out: str, kl: float = 0.0, epochs: int = 10) -> None:
     from ovdet.models.region_classifier import RegionClassifier
 
     det = Detector.from_pretrained(MODEL).eval()
@@ -84,6 +85,9 @@ def fit(path: str, lam: float, ce: float, out: str, epochs: int = 10) -> None:
             lab = label[i] >= 0
             if ce and lab.any():
                 loss = loss + ce * F.cross_entropy(scale * z[lab] @ text.T, label[i][lab])
+            if kl and (~lab).any():
+                target = (scale * teacher[i][~lab] @ text.T).softmax(-1)  # [u, 12] the teacher crop's ranking
+                loss = loss + kl * F.kl_div((scale * z[~lab] @ text.T).log_softmax(-1), target, reduction="batchmean")
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
             total += float(loss) * len(i)
         print(f"epoch {epoch} loss {total / len(x):.4f}", flush=True)
@@ -107,6 +111,6 @@ if __name__ == "__main__":
     if cmd == "collect":
         collect(Path(sys.argv[2]), sys.argv[3])
     elif cmd == "fit":
-        fit(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
+        fit(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], float(sys.argv[6]) if len(sys.argv) > 6 else 0.0)
     else:
         evaluate(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), Path(sys.argv[5] if len(sys.argv) > 5 else "/tmp/sw/tune"))
