@@ -78,6 +78,19 @@ def test_adding_files_indexes_only_those_and_removed_files_are_dropped(tmp_path,
     assert len(encoded) == 3
 
 
+def test_extending_by_nothing_keeps_the_classifier_rows():
+    """An update whose new files all fail to load adds no rows: the region classifier's rows must stay."""
+    from ovdet.search.region_index import RegionIndex
+
+    rows = {"boxes": np.zeros((2, 4), np.float32), **{k: np.zeros(2, np.float32) for k in
+            ("objectness", "logit_scale", "logit_bias", "reference_lse", "classifier_reference_lse")},
+            "classifier_embeds": np.ones((2, 3), np.float32)}  # fmt: skip
+    index = RegionIndex("m", "f", "region", 2, 3)
+    index.extend([{"path": "a.png"}], [np.ones((2, 3), np.float32)], [rows])
+    index.extend([], [], [])
+    assert index.arrays["classifier_embeds"].shape == (2, 3) and len(index.arrays["classifier_reference_lse"]) == 2
+
+
 def test_search_returns_the_image_with_the_star_first(tmp_path, default_detector, one_thread):
     from ovdet.search.region_search import search
 

@@ -74,7 +74,8 @@ class RegionIndex:
         """Add images' entries and their rows (per image: embeds [K, E], arrays as `arrays`), in one copy."""
         self.images += [{**image, "regions": len(rows)} for image, rows in zip(images, embeds)]
         self.embeds = np.concatenate([self.embeds, *embeds]).astype(np.float32, copy=False)
-        names = list(ARRAY_NAMES) + [k for k in CLASSIFIER_ARRAYS if arrays and k in arrays[0]]
+        present = set(self.arrays if self.num_regions else ()) | set(arrays[0] if arrays else ())
+        names = list(ARRAY_NAMES) + [k for k in CLASSIFIER_ARRAYS if k in present]  # kept when nothing new is added
         self.arrays = {k: np.concatenate([a for a in [self.arrays.get(k), *(a[k] for a in arrays)] if a is not None])
                        .astype(np.float32, copy=False) for k in names}  # fmt: skip
         self.store = None
