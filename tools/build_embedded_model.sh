@@ -11,8 +11,9 @@
 #   5. train the detection head on base shapes on the distilled tower (one-pass region scoring)
 #   6. tune region scoring (weights, threshold) on the tuning set; evaluate on the held-out seed with all
 #      16 names (AP50 novel / base / all), scoring ablations, dense zero-shot accuracy before / after
-#   7. F-VLM's trained region classifier on the base boxes (tools/train_region_classifier.py), its share and
-#      the threshold chosen on the tuning set; evaluated on the held-out seed
+#   7. F-VLM's trained region classifier (tools/train_region_classifier.py) on the base boxes and, label-free,
+#      on stage 1's CLIP's embedding of every top region's crop; its base / novel shares and the threshold
+#      chosen on the tuning set; evaluated on the held-out seed (about 25 min on 2 CPU cores)
 #   8. export the detector in fp16 into ovdet/assets/default_model, with the tuned scoring
 # Usage: make embedded-model   (or: BIN=.venv/bin WORK=artifacts/embedded bash tools/build_embedded_model.sh)
 # Each stage is skipped when its output exists, so a failed run resumes where it stopped.
