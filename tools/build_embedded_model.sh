@@ -13,7 +13,7 @@
 #      16 names (AP50 novel / base / all), scoring ablations, dense zero-shot accuracy before / after
 #   7. F-VLM's trained region classifier (tools/train_region_classifier.py) on the base boxes and, label-free,
 #      on stage 1's CLIP's embedding of every top region's crop; its base / novel shares and the threshold
-#      chosen on the tuning set; evaluated on the held-out seed (about 25 min on 2 CPU cores)
+#      chosen on the tuning set; evaluated on the held-out seed (about 20 min on a 2-core AMD EPYC)
 #   8. export the detector in fp16 into ovdet/assets/default_model, with the tuned scoring
 # Usage: make embedded-model   (or: BIN=.venv/bin WORK=artifacts/embedded bash tools/build_embedded_model.sh)
 # Each stage is skipped when its output exists, so a failed run resumes where it stopped.
