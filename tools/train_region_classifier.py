@@ -79,6 +79,7 @@ def train(args: argparse.Namespace) -> dict:
     from ovdet.evaluation.evaluate import evaluate_model
     from ovdet.models.detector import Detector
     from ovdet.training.region_classifier_fit import collect_region_maps, fit_region_classifier
+    from tune_region_scoring import tuning_threshold
 
     detector = Detector.from_pretrained(args.model)
     detector.set_precision("fp32")
@@ -115,7 +116,7 @@ def train(args: argparse.Namespace) -> dict:
         best = max(rows, key=lambda r: (r["AP50_novel"] + r["AP50_base"]) / 2)
         detector.set_region_scoring({**detector.region_scoring, "classifier_weight": best["classifier_weight"],
                                      "novel_classifier_weight": best["novel_classifier_weight"]})
-        threshold = _f1_threshold(detector, args.tune)  # the scores moved: so does the threshold that splits them
+        threshold = tuning_threshold(detector, args.tune)  # the scores moved: so does the threshold that splits them
         detector.settings.threshold = threshold["threshold"]
     info = dict(detector.info)
     info["region_classifier"] = {"model": str(args.model), "annotations": str(args.annotations), "regions": len(labels), "names": names,
@@ -135,28 +136,13 @@ def _teacher(folder: Path, detector):
     from ovdet.towers.loader import load_clip
 
     clip = load_clip(folder)
-    mine = detector.backbone
-    for key in ("image_mean", "image_std"):
-        if list(getattr(clip.backbone, key)) != list(getattr(mine, key)) or clip.backbone.crop_size != mine.crop_size:
-            raise OvdetError(f"--teacher '{folder}' takes other inputs ({key} or crop size) than the detector's tower; "
-                             "give the CLIP the tower was distilled from")
+    theirs, mine = clip.backbone, detector.backbone
+    differs = [key for key in ("image_mean", "image_std") if list(getattr(theirs, key)) != list(getattr(mine, key))]
+    differs += ["crop_size"] if theirs.crop_size != mine.crop_size else []
+    if differs:
+        raise OvdetError(f"--teacher '{folder}' takes other inputs ({', '.join(differs)}) than the detector's tower; "
+                         "give the CLIP the tower was distilled from")
     return region_tower(clip).eval().requires_grad_(False)
-
-
-def _f1_threshold(detector, tune: Path) -> dict:
-    """The F1-best score threshold on the tuning set (as tools/tune_region_scoring.py chooses it)."""
-    import tempfile
-
-    from ovdet.evaluation.evaluate import evaluate_model
-    from ovdet.json_file import read_json_file
-    from tune_region_scoring import f1_threshold
-
-    with tempfile.TemporaryDirectory() as tmp:
-        predictions = Path(tmp) / "predictions.json"
-        evaluate_model(detector, tune / "instances.json", tune / "images", nms=0.5, workers=1, progress=False,
-                       predictions=predictions)
-        return f1_threshold(read_json_file(predictions, error=OvdetError),
-                            read_json_file(tune / "instances.json", error=OvdetError))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,9 +78,21 @@ def f1_threshold(detections: list[dict], annotations: dict, iou: float = 0.5) ->
             "precision": round(float(precision[best]), 4), "recall": round(float(recall[best]), 4)}
 
 
-def tune(args: argparse.Namespace) -> dict:
+def tuning_threshold(detector, tune: Path) -> dict:
+    """`f1_threshold` of the detector's own detections on the tuning set `tune` (instances.json + images/), run as
+    `ovdet eval` runs (NMS 0.5): what the model's `threshold` should be."""
     from ovdet.evaluation.evaluate import evaluate_model
     from ovdet.json_file import read_json_file
+
+    annotations = tune / "instances.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = Path(tmp) / "predictions.json"
+        evaluate_model(detector, annotations, tune / "images", nms=0.5, workers=1, progress=False, predictions=predictions)
+        return f1_threshold(read_json_file(predictions, error=OvdetError), read_json_file(annotations, error=OvdetError))
+
+
+def tune(args: argparse.Namespace) -> dict:
+    from ovdet.evaluation.evaluate import evaluate_model
     from ovdet.models.detector import Detector
 
     annotations, images = args.tune / "instances.json", args.tune / "images"
@@ -100,10 +112,7 @@ def tune(args: argparse.Namespace) -> dict:
     best = max(rows, key=lambda r: (r["AP50_novel"] + r["AP50_base"]) / 2)
     chosen = {**base, "topk": best["topk"], "weight": best["weight"], "novel_weight": best["novel_weight"]}
     detector.set_region_scoring(chosen)
-    with tempfile.TemporaryDirectory() as tmp:
-        predictions = Path(tmp) / "predictions.json"
-        evaluate_model(detector, annotations, images, nms=0.5, workers=1, progress=False, predictions=predictions)
-        threshold = f1_threshold(read_json_file(predictions, error=OvdetError), read_json_file(annotations, error=OvdetError))
+    threshold = tuning_threshold(detector, args.tune)
     return {"model": str(args.model), "tuning_set": str(args.tune), "rows": rows, "best": best,
             "region_scoring": chosen, **threshold}
 
