@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, box_convert, nms, remove_small_boxes
+from ovdet.box_ops import batched_nms, box_convert, nms, remove_small_boxes
 
 from ovdet.option_values import check_count, check_iou, check_score
 

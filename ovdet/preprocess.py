@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as tvF
 from PIL import Image
 
 # OpenAI CLIP's pixel normalisation (most CLIP-family checkpoints use it).
@@ -92,11 +91,15 @@ class ImagePreprocessor:
         return F.pad(x, (0, self.image_size - new_w, 0, self.image_size - new_h), value=0.0)
 
     def _stretch(self, pixels: torch.Tensor) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as tvF  # here, not at the top: `import torchvision` costs 1-2 s
+
         size = [self.image_size, self.image_size]
         x = tvF.resize(pixels, size, interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)  # uint8 [3, S, S]
         return tvF.normalize(x.float(), (self.mean * 255).flatten().tolist(), (self.std * 255).flatten().tolist())
 
     def _pad_gaussian(self, pixels: torch.Tensor) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as tvF
+
         _, h, w = pixels.shape
         side = max(h, w)
         x = F.pad(pixels.float() * (1 / 255), (0, side - w, 0, side - h), value=0.0)  # [3, side, side]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ovdet import file_mark
+from ovdet.box_ops import ensure_torchvision
 from ovdet.safe_write import atomic_write_bytes
 
 VARIANTS = ("image", "embeds")
@@ -110,6 +111,7 @@ def export_onnx(
         module, args = ExportableDetector(detector, None, rescore, reference), (pixels, example_queries.float())
         inputs = ["pixel_values", "query_embeds"]
         shapes = {"pixel_values": {0: batch}, "query_embeds": {0: queries}}
+    ensure_torchvision()  # torchvision's fake kernels, which tracing its roi_align needs
     with tempfile.TemporaryDirectory(prefix=f".{path.name}-", dir=path.parent) as tmp:
         raw = Path(tmp) / path.name  # the target is replaced only by a finished, marked file
         with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
-from torchvision.ops import box_convert
+from ovdet.box_ops import box_convert
 
 
 def to_coco_results(

@@ -10,7 +10,7 @@ boxes (objectness, box regression); CLIP says what is in them.
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_convert, roi_align
+from ovdet.box_ops import box_convert, roi_align
 
 from ovdet.boxes import square_context
 from ovdet.models.head import MASKED_LOGIT

@@ -48,6 +48,7 @@ class RuntimeGraph(nn.Module):
 
 def export_graph(detector: nn.Module, variant: str, path: Path, opset: int = 18) -> Path:
     """Write the fp32 ONNX graph of `variant` to `path` (dynamic batch and query counts)."""
+    from ovdet.box_ops import ensure_torchvision
     from ovdet.export.onnx import _quiet_exporter, reference_embeds
 
     inputs, outputs = VARIANTS[variant]
@@ -60,6 +61,7 @@ def export_graph(detector: nn.Module, variant: str, path: Path, opset: int = 18)
     if variant == "embeds_neg":
         args += (torch.randn(2, dim),)
         shapes["negative_embeds"] = {0: torch.export.Dim("negatives", min=1, max=100_000)}
+    ensure_torchvision()  # torchvision's fake kernels, which tracing its roi_align needs
     with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, input_names=list(inputs),

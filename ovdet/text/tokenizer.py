@@ -25,16 +25,13 @@ CONTEXT_LENGTH = 77
 
 def bpe_path() -> Path:
     """Path of the BPE merges file inside the installed open_clip package."""
-    import open_clip.tokenizer as oct
-
-    return Path(oct.default_bpe())
+    return Path(open_clip_tokenizer_module().default_bpe())
 
 
 @lru_cache(maxsize=1)
 def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """The CLIP vocabulary (token -> id, 49408 entries) and merge list, as `transformers` expects."""
-    from open_clip.tokenizer import bytes_to_unicode
-
+    bytes_to_unicode = open_clip_tokenizer_module().bytes_to_unicode
     lines = gzip.open(bpe_path()).read().decode("utf-8").split("\n")
     merges = lines[1 : _NUM_MERGES + 1]
     byte_tokens = list(bytes_to_unicode().values())
@@ -75,9 +72,33 @@ def _shared_clip_tokenizer():
 @lru_cache(maxsize=1)
 def simple_tokenizer():
     """open_clip's BPE tokenizer, built once per process (its 49k-merge tables take ~0.3 s to build)."""
-    from open_clip.tokenizer import SimpleTokenizer
+    module = open_clip_tokenizer_module()
+    shared = getattr(module, "_tokenizer", None)  # the module builds one on import
+    return shared if isinstance(shared, module.SimpleTokenizer) else module.SimpleTokenizer()
 
-    return SimpleTokenizer()
+
+@lru_cache(maxsize=1)
+def open_clip_tokenizer_module():
+    """open_clip's `tokenizer.py`: open_clip's own module once open_clip is imported, else that same file loaded
+    on its own. It imports nothing else of open_clip, while importing the package (torchvision, transformers) costs
+    3 s, more than torch; `ovdet detect` with the embedded model needs the tokenizer only."""
+    import importlib.util
+    import sys
+
+    spec = None if "open_clip" in sys.modules else importlib.util.find_spec("open_clip")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer.py"
+        file_spec = importlib.util.spec_from_file_location("ovdet._open_clip_tokenizer", path)
+        if path.is_file() and file_spec is not None:
+            module = importlib.util.module_from_spec(file_spec)
+            try:
+                file_spec.loader.exec_module(module)
+                return module
+            except ImportError:  # a later open_clip whose tokenizer imports the package: import it
+                pass
+    import open_clip.tokenizer
+
+    return open_clip.tokenizer
 
 
 _bpe = simple_tokenizer

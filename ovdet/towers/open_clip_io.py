@@ -94,8 +94,9 @@ def save_open_clip(model: nn.Module, folder: str | Path, dtype: torch.dtype = to
     return folder
 
 
-def read_open_clip(folder: str | Path) -> nn.Module:
-    """The whole open_clip model of a saved folder, in eval mode (for pretraining evaluation)."""
+def read_open_clip(folder: str | Path, light: bool = False) -> nn.Module:
+    """The whole open_clip model of a saved folder, in eval mode (for pretraining evaluation). `light`: ovdet's
+    own modules where they cover the config (`open_clip_resnet`), so that open_clip is not imported."""
     folder = Path(folder)
     config_file, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_file.is_file() or not weights.is_file():
@@ -105,7 +106,12 @@ def read_open_clip(folder: str | Path) -> nn.Module:
     config = json.loads(config_file.read_text())
     if "model_cfg" not in config:
         raise ModelNotAvailableError(f"'{config_file}' has no model_cfg section; was it written by save_open_clip?")
-    model = _from_config(config)
+    model = None
+    if light:
+        from ovdet.towers.open_clip_resnet import light_model
+
+        model = light_model(config)
+    model = model if model is not None else _from_config(config)
     with library_path(weights) as readable:  # safetensors opens UTF-8 paths only
         state = load_file(str(readable))
     missing, unexpected = model.load_state_dict(state, strict=False)  # copies fp16/bf16 weights into fp32 parameters
@@ -137,7 +143,7 @@ def load_open_clip(folder: str | Path, trainable_layers: int = 0, reference: str
     from ovdet.towers.text_open_clip import OpenCLIPTextTower
 
     folder = Path(folder)
-    model = read_open_clip(folder)
+    model = read_open_clip(folder, light=True)
     pre = model.open_clip_config.get("preprocess_cfg", {})
     mean, std = tuple(pre.get("mean", OPENAI_MEAN)), tuple(pre.get("std", OPENAI_STD))
     tokenizer = open_clip_tokenizer(model.text.context_length)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+from ovdet.box_ops import nms
 
 from ovdet.errors import OvdetError
 from ovdet.models.detection import Detection, to_supervision
