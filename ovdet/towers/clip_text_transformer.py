@@ -85,14 +85,14 @@ class CLIPTextTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.zeros(context_length, width))
         self.transformer = Transformer(width, layers, heads, mlp_ratio, quick_gelu)
         self.ln_final = LayerNorm(width)
-        mask = torch.full((context_length, context_length), float("-inf")).triu_(1)  # [L, L]: no look ahead
-        self.register_buffer("attn_mask", mask, persistent=False)
         self.text_projection = nn.Parameter(torch.zeros(width, output_dim))
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         """text [N, L] token ids -> [N, E]"""
         dtype = self.transformer.resblocks[0].mlp.c_fc.weight.dtype if self.transformer.layers else torch.float32
-        x = self.token_embedding(text).to(dtype) + self.positional_embedding.to(dtype)  # [N, L, D]
-        x = self.ln_final(self.transformer(x, self.attn_mask))  # [N, L, D]
+        length = text.shape[1]
+        x = self.token_embedding(text).to(dtype) + self.positional_embedding[:length].to(dtype)  # [N, L, D]
+        mask = torch.full((length, length), float("-inf"), device=x.device).triu_(1)  # [L, L]: no look ahead
+        x = self.ln_final(self.transformer(x, mask))  # [N, L, D]
         pooled = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]  # [N, D]: the end token's row
         return pooled @ self.text_projection  # [N, E]

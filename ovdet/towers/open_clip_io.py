@@ -114,7 +114,11 @@ def read_open_clip(folder: str | Path, light: bool = False) -> nn.Module:
     model = model if model is not None else _from_config(config)
     with library_path(weights) as readable:  # safetensors opens UTF-8 paths only
         state = load_file(str(readable))
-    missing, unexpected = model.load_state_dict(state, strict=False)  # copies fp16/bf16 weights into fp32 parameters
+    if next(model.parameters()).is_meta:  # ovdet's modules, built without weights: the file's tensors become them
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # fp16 on disk -> fp32
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    else:
+        missing, unexpected = model.load_state_dict(state, strict=False)  # copies fp16/bf16 weights into fp32
     if missing or unexpected:
         raise ModelNotAvailableError(f"'{weights}' does not match its config: missing {missing}, unexpected {unexpected}")
     return model.eval()

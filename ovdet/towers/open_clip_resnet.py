@@ -59,12 +59,15 @@ def light_config(model_cfg: dict) -> bool:
     )  # fmt: skip
 
 
-def light_model(config: dict) -> nn.Module | None:
-    """A `ResNetCLIP` for an `open_clip_config.json` (random weights), or None where open_clip must build it."""
+def light_model(config: dict, device: str | torch.device = "meta") -> nn.Module | None:
+    """A `ResNetCLIP` for an `open_clip_config.json`, or None where open_clip must build it. On the meta device
+    (the default) it holds no weights yet: `load_state_dict(..., assign=True)` gives it the file's tensors, with no
+    random initialisation and no second copy."""
     cfg = config.get("model_cfg", {})
     if not light_config(cfg):
         return None
-    model = ResNetCLIP(int(cfg["embed_dim"]), dict(cfg["vision_cfg"]), dict(cfg["text_cfg"]),
-                       quick_gelu=bool(cfg.get("quick_gelu", False)))
+    with torch.device(device):
+        model = ResNetCLIP(int(cfg["embed_dim"]), dict(cfg["vision_cfg"]), dict(cfg["text_cfg"]),
+                           quick_gelu=bool(cfg.get("quick_gelu", False)))
     model.open_clip_config = copy.deepcopy(config)  # a plain attribute: save_open_clip reads it
     return model
