@@ -115,13 +115,19 @@ def read_open_clip(folder: str | Path, light: bool = False) -> nn.Module:
     with library_path(weights) as readable:  # safetensors opens UTF-8 paths only
         state = load_file(str(readable))
     if next(model.parameters()).is_meta:  # ovdet's modules, built without weights: the file's tensors become them
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # fp16 on disk -> fp32
+        state = {k: _aligned(v.float() if v.is_floating_point() else v) for k, v in state.items()}  # fp16 -> fp32
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     else:
         missing, unexpected = model.load_state_dict(state, strict=False)  # copies fp16/bf16 weights into fp32
     if missing or unexpected:
         raise ModelNotAvailableError(f"'{weights}' does not match its config: missing {missing}, unexpected {unexpected}")
     return model.eval()
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in memory aligned as torch allocates it (64 bytes): safetensors' tensors may start anywhere, and
+    oneDNN then takes another kernel path whose sums round differently (1e-8), so a weight is copied only then."""
+    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
 
 
 def open_clip_tokenizer(context_length: int):
