@@ -143,12 +143,13 @@ def test_configs_outside_the_own_modules_go_to_open_clip():
         assert light_model({"model_cfg": {**base, **changed}}) is None, changed
 
 
-def test_detect_with_the_embedded_model_imports_no_torchvision_open_clip_or_transformers(tmp_path):
+def test_detect_with_the_embedded_model_imports_no_torchvision_open_clip_transformers_or_dynamo(tmp_path):
+    """Each of them costs 0.5-1.8 s of start-up (torch._dynamo also came in through a meta-device normal_)."""
     script = textwrap.dedent("""
         import sys
         from ovdet.cli.main import main
         code = main(["detect", sys.argv[2], "-q", "star", "--out", sys.argv[1], "--quiet"])
-        print(sorted(m for m in ("torchvision", "open_clip", "transformers") if m in sys.modules))
+        print(sorted(m for m in ("torchvision", "open_clip", "transformers", "torch._dynamo") if m in sys.modules))
         sys.exit(code)
     """)
     out = tmp_path / "r.json"

@@ -81,7 +81,8 @@ class CLIPTextTransformer(nn.Module):
         super().__init__()
         self.context_length, self.vocab_size = context_length, vocab_size
         self.width, self.heads, self.output_dim = width, heads, output_dim
-        self.token_embedding = nn.Embedding(vocab_size, width)
+        # `_weight`: no random init, whose normal_ on the meta device imports torch._dynamo (1.5 s)
+        self.token_embedding = nn.Embedding(vocab_size, width, _weight=torch.empty(vocab_size, width))
         self.positional_embedding = nn.Parameter(torch.zeros(context_length, width))
         self.transformer = Transformer(width, layers, heads, mlp_ratio, quick_gelu)
         self.ln_final = LayerNorm(width)
