@@ -233,3 +233,14 @@ def test_target_lines_name_each_target_once_when_one_batch_was_measured():
     assert share == ["bf16 backbone share of the bf16 GEMM rate, B/32 batch 1: 40.00 % (target >= 60 %): NOT met, "
                      "short by 20.00 %."]
     assert len(lines) == len(set(lines))
+
+
+def test_paired_lines_name_the_embedded_models_own_reference():
+    from ovdet.benchmark.report import paired_lines
+
+    paired = {"rounds": 3, "speedup": {"int8/auto": {"median": 3.0, "min": 2.5, "max": 3.5}}}
+    table = [{"model": "embedded", "batch": 8, "queries": 16, "paired": paired},
+             {"model": "b32", "batch": 1, "queries": 5, "paired": paired}]
+    embedded, b32 = paired_lines(table)
+    assert "vs ovdet's torch fp32 path: int8/auto 3.00x (2.50-3.50)" in embedded and "OwlViT" not in embedded
+    assert "vs OwlViT" in b32

@@ -24,6 +24,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+# Pause before each paired call: torch's OpenMP and OpenVINO's TBB threads spin for a while after a call, and on a
+# 2-core machine they slowed the next side by up to a third (torch fp32 measured 1.32x its identical reference).
+SETTLE_S = 0.3
+
+
 def call_seconds(step) -> float:
     """Seconds of one `step()`, queued GPU work included."""
     start = time.perf_counter()
@@ -276,6 +281,7 @@ def measure_paired(spec: dict) -> dict:
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(spec["rounds"]):
         for name, step in steps.items():
+            time.sleep(SETTLE_S)  # the threads the previous side left spinning go idle first
             times[name].append(round(call_seconds(step), 4))
     ratios = {name: [r / t for r, t in zip(times["reference"], ts)] for name, ts in times.items() if name != "reference"}
     return {"paired": {"rounds": spec["rounds"], "times_s": times, "agreement": agreement,
