@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from ovdet.box_ops import batched_nms, box_convert, nms, remove_small_boxes
 
+from ovdet.box_ops import batched_nms, box_convert, nms, remove_small_boxes
 from ovdet.option_values import check_count, check_iou, check_score
 
 

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
+
 from ovdet.box_ops import box_convert
 
 

@@ -10,8 +10,8 @@ boxes (objectness, box regression); CLIP says what is in them.
 from __future__ import annotations
 
 import torch
-from ovdet.box_ops import box_convert, roi_align
 
+from ovdet.box_ops import box_convert, roi_align
 from ovdet.boxes import square_context
 from ovdet.models.head import MASKED_LOGIT
 

@@ -16,8 +16,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from ovdet.box_ops import box_convert, box_iou
 
+from ovdet.box_ops import box_convert, box_iou
 from ovdet.errors import OvdetError
 from ovdet.image_io import load_image, original_size
 

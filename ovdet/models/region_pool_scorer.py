@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from ovdet.box_ops import roi_align
 
+from ovdet.box_ops import roi_align
 from ovdet.models.crop_rescorer import CropRescorer
 
 

@@ -18,6 +18,7 @@ import json
 
 import torch
 import torch.nn.functional as F
+
 from ovdet.box_ops import box_convert
 
 DEFAULT_REGIONS = 32  # regions per image when the model has no re-scorer of its own top-K

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ovdet.box_ops import batched_nms
 
+from ovdet.box_ops import batched_nms
 from ovdet.models.crop_rescorer import DUPLICATE_COSINE
 from ovdet.models.head import l2_normalize
 

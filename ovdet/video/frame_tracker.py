@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ovdet.box_ops import nms
 
+from ovdet.box_ops import nms
 from ovdet.errors import OvdetError
 from ovdet.models.detection import Detection, to_supervision
 
