@@ -2,6 +2,7 @@
 open_clip (`ModifiedResNet`, `CLIPTextTransformer`), its tokenizer file loaded on its own, and `ovdet detect` with
 the embedded model importing none of torchvision, open_clip or transformers."""
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -44,6 +45,8 @@ FRESH = textwrap.dedent("""
     tok = simple_tokenizer()
     tok.context_length = 77
     out["texts"], out["tokens"] = texts, tok(texts)
+    import pickle
+    out["pickled_tokenizer"] = pickle.dumps(tok)  # as a spawned worker would receive it
     out["modules"] = sorted(m for m in ("torchvision", "open_clip", "transformers") if m in sys.modules)
     torch.save(out, sys.argv[1])
 """)
@@ -72,6 +75,8 @@ def test_open_clip_tokenizer_file_alone_tokenises_as_open_clip(fresh):
     import open_clip
 
     assert torch.equal(fresh["tokens"], open_clip.tokenize(fresh["texts"]))
+    again = pickle.loads(fresh["pickled_tokenizer"])  # its class is importable by name in another process
+    assert torch.equal(again(fresh["texts"]), fresh["tokens"])
 
 
 def test_box_convert_and_iou_match_torchvision():

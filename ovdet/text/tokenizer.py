@@ -79,23 +79,17 @@ def simple_tokenizer():
 
 @lru_cache(maxsize=1)
 def open_clip_tokenizer_module():
-    """open_clip's `tokenizer.py`: open_clip's own module once open_clip is imported, else that same file loaded
-    on its own. It imports nothing else of open_clip, while importing the package (torchvision, transformers) costs
-    3 s, more than torch; `ovdet detect` with the embedded model needs the tokenizer only."""
-    import importlib.util
+    """open_clip's `tokenizer.py`: open_clip's own module once open_clip is imported, else the same file run as
+    `ovdet.text.open_clip_tokenizer_file` (importing the package costs 3 s; detection needs the tokenizer only)."""
     import sys
 
-    spec = None if "open_clip" in sys.modules else importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer.py"
-        file_spec = importlib.util.spec_from_file_location("ovdet._open_clip_tokenizer", path)
-        if path.is_file() and file_spec is not None:
-            module = importlib.util.module_from_spec(file_spec)
-            try:
-                file_spec.loader.exec_module(module)
-                return module
-            except ImportError:  # a later open_clip whose tokenizer imports the package: import it
-                pass
+    if "open_clip" not in sys.modules:
+        try:
+            from ovdet.text import open_clip_tokenizer_file
+
+            return open_clip_tokenizer_file
+        except ImportError:
+            pass
     import open_clip.tokenizer
 
     return open_clip.tokenizer
