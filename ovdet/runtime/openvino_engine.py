@@ -11,7 +11,7 @@ from ovdet.runtime.runtime_graph import VARIANTS
 MODEL = "model.xml"
 # what stays fp32 in a convolutional tower's int8 graph: the element-wise ops and pools. Convolutions and matrix
 # products run int8 (held-out ShapeWorld AP50 of the embedded model: fp32 75.6, convolutions only 75.4, with the
-# matrix products 75.1, 1.15-1.2x faster at batch 8 on an EPYC); NNCF's default scope, everything, lost 6 points
+# matrix products 75.1, the graph 1.3x faster at batch 8 on an EPYC); NNCF's default scope, everything, lost 6 points
 _FP32_OPS = ("Add", "Multiply", "Subtract", "Divide", "Power", "ReduceMean", "AvgPool", "MaxPool")
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; the rest stays fp32
 
