@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from open_clip.tokenizer import basic_clean, whitespace_clean
 from transformers import CLIPTokenizer
+
+from ovdet.text.tokenizer import open_clip_tokenizer_module
 
 TEXT_CLEANING = "open_clip"  # written to tokenizer_config.json as `text_cleaning`
 
 
 def clean_text(text: str) -> str:
     """open_clip's "lower" cleaning (its SimpleTokenizer's default)."""
-    return whitespace_clean(basic_clean(text)).lower()
+    module = open_clip_tokenizer_module()  # open_clip's tokenizer file, without importing the whole package
+    return module.whitespace_clean(module.basic_clean(text)).lower()
 
 
 def _clean_input(text):
